@@ -1,0 +1,166 @@
+//! `sockserv`: serve a built-in service over any transport and policy.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Parser;
+use socketserver::app::{serve_foreground, ServeConfig};
+use socketserver::log::{parse_level, stderr_logger, LogFormat};
+use socketserver::services::Builtin;
+use socketserver::{BindOptions, Policy, Transport};
+
+/// Serve echo, upper, time, discard, delay or cpu over TCP, UDP or Unix
+/// sockets, one request at a time, a process or a thread per request, or
+/// from a thread pool.
+#[derive(Parser, Debug)]
+#[command(name = "sockserv", version)]
+struct Args {
+    /// tcp, udp, unix or unix-dgram.
+    #[arg(long, default_value = "tcp")]
+    transport: Transport,
+    /// HOST:PORT (port 0 picks a free port), or a socket path / @abstract
+    /// name for unix transports [default: 127.0.0.1:9000, or
+    /// /tmp/sockserv.sock and /tmp/sockserv-dgram.sock].
+    #[arg(long)]
+    listen: Option<String>,
+    /// sync, fork, thread or pool.
+    #[arg(long, default_value = "thread", value_parser = ["sync", "fork", "thread", "pool"])]
+    policy: String,
+    /// echo, upper, time, discard, delay or cpu.
+    #[arg(long, default_value = "echo")]
+    service: Builtin,
+    /// Fork policy: most live children at once.
+    #[arg(long, default_value_t = 40)]
+    max_children: usize,
+    /// Pool policy: worker threads [default: 4 per CPU].
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Pool policy: requests that may wait for a thread [default: as many as threads].
+    #[arg(long)]
+    queue: Option<usize>,
+    /// Close a stream connection idle this many seconds (0: never).
+    #[arg(long, default_value_t = 0.0)]
+    idle_timeout: f64,
+    /// Seconds in-flight requests may run after SIGTERM/SIGINT.
+    #[arg(long, default_value_t = 30.0)]
+    graceful_timeout: f64,
+    /// listen(2) backlog.
+    #[arg(long, default_value_t = libc::SOMAXCONN)]
+    backlog: i32,
+    /// Set SO_REUSEPORT, so several servers can bind the same port.
+    #[arg(long)]
+    reuse_port: bool,
+    /// Largest datagram served; longer ones are dropped and logged.
+    #[arg(long, default_value_t = 8192)]
+    max_packet_size: usize,
+    /// delay service: milliseconds before each reply.
+    #[arg(long, default_value_t = 10)]
+    delay_ms: u64,
+    /// cpu service: hashing rounds before each reply.
+    #[arg(long, default_value_t = 10_000)]
+    cpu_rounds: u32,
+    /// Unix socket file mode, octal (e.g. 0660).
+    #[arg(long, value_parser = parse_mode)]
+    socket_mode: Option<u32>,
+    /// Admit only clients from these networks (repeatable; e.g. 127.0.0.0/8).
+    #[arg(long)]
+    allow: Vec<String>,
+    /// term or json.
+    #[arg(long, default_value = "term")]
+    log_format: LogFormat,
+    /// error, warn, info, debug or trace.
+    #[arg(long, default_value = "info", value_parser = parse_level)]
+    log_level: slog::Level,
+}
+
+fn parse_mode(s: &str) -> Result<u32, String> {
+    u32::from_str_radix(s.trim_start_matches("0o"), 8)
+        .ok()
+        .filter(|m| *m <= 0o7777)
+        .ok_or_else(|| format!("socket mode {s:?} is not an octal mode such as 0660"))
+}
+
+fn seconds(flag: &str, v: f64) -> Result<Option<Duration>, String> {
+    if !v.is_finite() || v < 0.0 {
+        return Err(format!(
+            "{flag} {v}: must be a non-negative number of seconds"
+        ));
+    }
+    Ok((v > 0.0).then(|| Duration::from_secs_f64(v)))
+}
+
+fn config(a: &Args) -> Result<ServeConfig, String> {
+    let default_listen = match a.transport {
+        Transport::Tcp | Transport::Udp => "127.0.0.1:9000",
+        Transport::UnixStream => "/tmp/sockserv.sock",
+        Transport::UnixDgram => "/tmp/sockserv-dgram.sock",
+    };
+    let listen = a.listen.as_deref().unwrap_or(default_listen);
+    let listen = a
+        .transport
+        .parse_address(listen)
+        .map_err(|e| e.to_string())?;
+    let threads = a.threads.map(|t| t.max(1));
+    let policy = match a.policy.as_str() {
+        "sync" => Policy::Sync,
+        "fork" => Policy::Fork {
+            max_children: a.max_children.max(1),
+            block_on_close: true,
+        },
+        "thread" => Policy::THREAD,
+        _ => match (Policy::pool_default(), threads) {
+            (Policy::Pool { threads: t, .. }, None) => Policy::Pool {
+                threads: t,
+                queue: a.queue.unwrap_or(t),
+            },
+            (_, Some(t)) => Policy::Pool {
+                threads: t,
+                queue: a.queue.unwrap_or(t),
+            },
+            (p, None) => p,
+        },
+    };
+    let service = match a.service {
+        Builtin::Delay(_) => Builtin::Delay(Duration::from_millis(a.delay_ms)),
+        Builtin::Cpu(_) => Builtin::Cpu(a.cpu_rounds),
+        other => other,
+    };
+    let cfg = ServeConfig {
+        transport: a.transport,
+        listen,
+        policy,
+        service,
+        bind: BindOptions {
+            allow_reuse_address: true,
+            allow_reuse_port: a.reuse_port,
+            request_queue_size: a.backlog,
+            unix_mode: a.socket_mode,
+        },
+        idle_timeout: seconds("--idle-timeout", a.idle_timeout)?,
+        graceful_timeout: seconds("--graceful-timeout", a.graceful_timeout)?.unwrap_or_default(),
+        max_packet_size: a.max_packet_size.max(1),
+        allow: a.allow.clone(),
+    };
+    cfg.validate().map_err(|e| e.to_string())?;
+    Ok(cfg)
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let cfg = match config(&args) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("sockserv: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let log = stderr_logger(args.log_format, args.log_level);
+    match serve_foreground(&cfg, &log) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            slog::crit!(log, "sockserv failed"; "error" => %e);
+            eprintln!("sockserv: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,102 @@
+//! What `sockserv` serves, independent of its flags: a configuration and
+//! the code that turns it into a running server in this process.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use slog::{info, o, warn, Logger};
+
+use crate::addr::{Address, Transport};
+use crate::error::{Error, Result};
+use crate::hooks::{AllowList, DefaultHooks};
+use crate::policy::Policy;
+use crate::server::{Server, ServerBuilder};
+use crate::services::{Builtin, ServiceHandler};
+use crate::socket::{BindOptions, Listener};
+
+/// Everything `sockserv` needs to serve.
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    /// The transport.
+    pub transport: Transport,
+    /// Where to listen.
+    pub listen: Address,
+    /// How requests run.
+    pub policy: Policy,
+    /// What is served.
+    pub service: Builtin,
+    /// Socket options.
+    pub bind: BindOptions,
+    /// Read timeout per stream connection.
+    pub idle_timeout: Option<Duration>,
+    /// How long in-flight requests may run after a stop signal.
+    pub graceful_timeout: Duration,
+    /// Largest datagram accepted.
+    pub max_packet_size: usize,
+    /// Client networks admitted (empty: everyone).
+    pub allow: Vec<String>,
+}
+
+impl ServeConfig {
+    /// Checks combinations the flags alone cannot.
+    pub fn validate(&self) -> Result<()> {
+        let unix_addr = matches!(self.listen, Address::Unix(_) | Address::Abstract(_));
+        if unix_addr != self.transport.is_unix() {
+            return Err(Error::Config(format!(
+                "address {} does not suit transport {}",
+                self.listen, self.transport
+            )));
+        }
+        if self.allow.iter().any(|_| self.transport.is_unix()) {
+            return Err(Error::Config("--allow applies to tcp and udp only".into()));
+        }
+        Ok(())
+    }
+
+    /// Builds the server: binds `listen`, or serves on `inherited`.
+    pub fn build(&self, inherited: Option<Listener>, log: &Logger) -> Result<Server> {
+        let builder = match inherited {
+            Some(l) => ServerBuilder::from_listener(l),
+            None => ServerBuilder::new(self.transport, self.listen.clone()),
+        };
+        let builder = builder
+            .policy(self.policy)
+            .bind_options(self.bind.clone())
+            .idle_timeout(self.idle_timeout)
+            .max_packet_size(self.max_packet_size)
+            .logger(log.new(o!()));
+        let builder = if self.allow.is_empty() {
+            builder.hooks(DefaultHooks)
+        } else {
+            let specs: Vec<&str> = self.allow.iter().map(String::as_str).collect();
+            builder.hooks(AllowList::parse(&specs)?)
+        };
+        builder.build(ServiceHandler::factory(Arc::new(self.service)))
+    }
+}
+
+/// Serves in this process until SIGTERM or SIGINT, then stops gracefully:
+/// no new requests, in-flight ones get up to `graceful_timeout`, the Unix
+/// socket file is removed.
+pub fn serve_foreground(cfg: &ServeConfig, log: &Logger) -> Result<()> {
+    let mut server = cfg.build(None, log)?;
+    let handle = server.shutdown_handle();
+    for sig in [libc::SIGTERM, libc::SIGINT] {
+        handle
+            .stop_on_signal(sig)
+            .map_err(|e| Error::os("install signal handler", e))?;
+    }
+    info!(log, "listening";
+          "addr" => %server.address(), "transport" => %cfg.transport,
+          "policy" => cfg.policy.name(), "service" => cfg.service.name());
+    server.serve_forever(Duration::from_millis(500))?;
+    let active = server.active_requests();
+    info!(log, "stopping"; "in_flight" => active,
+          "graceful_timeout_s" => cfg.graceful_timeout.as_secs_f64());
+    server.close_gracefully(cfg.graceful_timeout);
+    if server.truncated_datagrams() > 0 {
+        warn!(log, "oversized datagrams were dropped"; "count" => server.truncated_datagrams());
+    }
+    info!(log, "stopped"; "handled" => server.context().handled());
+    Ok(())
+}

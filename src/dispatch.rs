@@ -1,0 +1,235 @@
+//! Running one request through a fresh handler: Python's `finish_request`
+//! plus the error reporting and `shutdown_request` around it. Every policy
+//! calls [`run`], in the serving thread, a pool thread, a new thread or a
+//! forked child.
+
+use std::any::Any;
+use std::collections::HashSet;
+use std::fmt;
+use std::io;
+use std::os::fd::RawFd;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use slog::{debug, Logger};
+
+use crate::addr::Address;
+use crate::handler::{
+    DatagramRequest, Handler, HandlerFactory, Request, ServerContext, StreamRequest,
+};
+use crate::hooks::Hooks;
+use crate::transport::Incoming;
+
+/// Why a request failed, as passed to [`Hooks::handle_error`].
+#[derive(Debug)]
+pub enum RequestError {
+    /// `setup`, `handle`, `finish` or the datagram reply returned an error.
+    Io(io::Error),
+    /// The handler panicked; the message is the panic payload.
+    Panic(String),
+}
+
+impl fmt::Display for RequestError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RequestError::Io(e) => write!(f, "{e}"),
+            RequestError::Panic(msg) => write!(f, "handler panicked: {msg}"),
+        }
+    }
+}
+
+/// Everything a request needs besides itself; cheap to clone into a thread.
+#[derive(Clone)]
+pub struct Dispatch {
+    /// Makes the handler.
+    pub factory: Arc<dyn HandlerFactory>,
+    /// The overridable lifecycle hooks (handle_error is called from here).
+    pub hooks: Arc<dyn Hooks>,
+    /// Shared settings.
+    pub ctx: Arc<ServerContext>,
+    /// Where to log.
+    pub log: Logger,
+}
+
+impl Dispatch {
+    /// Runs `incoming` through a new handler and closes it. Returns false
+    /// when the request failed (after reporting it through `handle_error`).
+    /// Never panics: a panicking handler is caught and reported.
+    pub fn run(&self, incoming: Incoming, watch: Watch<'_>) -> bool {
+        let mut request = match incoming {
+            Incoming::Stream { conn, peer } => {
+                Request::Stream(StreamRequest::new(conn, peer, Arc::clone(&self.ctx)))
+            }
+            Incoming::Datagram {
+                packet,
+                peer,
+                reply_to,
+                socket,
+            } => Request::Datagram(DatagramRequest::new(
+                packet,
+                peer,
+                reply_to,
+                socket,
+                Arc::clone(&self.ctx),
+            )),
+        };
+        let fd = match &request {
+            Request::Stream(s) => s.raw_fd(),
+            Request::Datagram(_) => -1,
+        };
+        watch.register(fd);
+        let peer = request.peer().clone();
+        let outcome = catch_unwind(AssertUnwindSafe(|| self.finish_request(&mut request)));
+        let result = match outcome {
+            Ok(r) => r.map_err(RequestError::Io),
+            Err(payload) => Err(RequestError::Panic(panic_message(&*payload))),
+        };
+        self.ctx.count_handled();
+        watch.unregister(fd);
+        if let Request::Stream(s) = request {
+            s.shutdown();
+        }
+        match result {
+            Ok(()) => true,
+            Err(RequestError::Io(e)) if is_disconnect(&e) => {
+                debug!(self.log, "client went away"; "peer" => %peer, "error" => %e);
+                true
+            }
+            Err(err) => {
+                self.report(&peer, &err);
+                false
+            }
+        }
+    }
+
+    /// Reports a failed request through the hooks, never letting a panic
+    /// in a user's `handle_error` escape.
+    fn report(&self, peer: &Address, err: &RequestError) {
+        let _ = catch_unwind(AssertUnwindSafe(|| {
+            self.hooks.handle_error(peer, err, &self.log)
+        }));
+    }
+
+    /// setup, handle, finish (even on failure), then the datagram reply.
+    fn finish_request(&self, request: &mut Request) -> io::Result<()> {
+        let mut handler: Box<dyn Handler> = self.factory.make();
+        let served = handler
+            .setup(request)
+            .and_then(|()| handler.handle(request));
+        let finished = handler.finish(request);
+        let replied = match request {
+            Request::Datagram(d) if served.is_ok() && finished.is_ok() => d.send_reply(),
+            _ => Ok(()),
+        };
+        served.and(finished).and(replied)
+    }
+}
+
+/// True for errors that only mean the client left or idled out: a normal
+/// event, logged at debug, never reported as a failure.
+pub fn is_disconnect(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::BrokenPipe
+            | io::ErrorKind::ConnectionReset
+            | io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::UnexpectedEof
+            | io::ErrorKind::WouldBlock
+            | io::ErrorKind::TimedOut
+            | io::ErrorKind::NotConnected
+    )
+}
+
+fn panic_message(payload: &(dyn Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_string()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "non-string panic payload".to_string()
+    }
+}
+
+/// Where a stream connection is recorded while it is served, so a graceful
+/// stop can shut down its read side and wake a handler blocked in `read`.
+#[derive(Clone, Copy)]
+pub enum Watch<'a> {
+    /// Not recorded (datagrams; servers that are not stopping gracefully).
+    None,
+    /// Served on the main thread (Sync, or a forked child): recorded where a
+    /// stop signal's handler can reach it without locks.
+    MainThread,
+    /// Served on another thread: recorded in a registry.
+    Registry(&'a ConnRegistry),
+}
+
+impl Watch<'_> {
+    fn register(self, fd: RawFd) {
+        if fd < 0 {
+            return;
+        }
+        match self {
+            Watch::None => {}
+            Watch::MainThread => crate::sys::set_active_conn(fd),
+            Watch::Registry(r) => r.register(fd),
+        }
+    }
+
+    fn unregister(self, fd: RawFd) {
+        if fd < 0 {
+            return;
+        }
+        match self {
+            Watch::None => {}
+            Watch::MainThread => crate::sys::set_active_conn(-1),
+            Watch::Registry(r) => {
+                r.lock().remove(&fd);
+            }
+        }
+    }
+}
+
+/// The stream connections open in worker threads.
+#[derive(Debug, Default)]
+pub struct ConnRegistry {
+    fds: Mutex<HashSet<RawFd>>,
+    closing: AtomicBool,
+}
+
+impl ConnRegistry {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashSet<RawFd>> {
+        self.fds.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn register(&self, fd: RawFd) {
+        let mut fds = self.lock();
+        fds.insert(fd);
+        if self.closing.load(Ordering::SeqCst) {
+            // Queued before the stop: serve what the client already sent.
+            crate::sys::shutdown_read(fd);
+        }
+    }
+
+    /// Shuts down the read side of every open connection, and of every one
+    /// registered from now on. An fd is removed from the registry before it
+    /// is closed, under the same lock, so this never touches a reused
+    /// descriptor.
+    pub fn shutdown_reads(&self) {
+        let fds = self.lock();
+        self.closing.store(true, Ordering::SeqCst);
+        for &fd in fds.iter() {
+            crate::sys::shutdown_read(fd);
+        }
+    }
+
+    /// Number of connections being served.
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    /// True when no connection is being served.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}

@@ -1,0 +1,276 @@
+//! Request handlers: `setup` / `handle` / `finish`, as Python's
+//! `BaseRequestHandler`, with the stream helpers of `StreamRequestHandler`
+//! and the datagram helpers of `DatagramRequestHandler`.
+//!
+//! A server makes a fresh handler for every request with its factory, then
+//! calls `setup`, `handle` and `finish`; `finish` runs even when `setup` or
+//! `handle` failed. For a datagram, the reply buffer is sent to the client
+//! after `finish`.
+
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use socket2::{SockAddr, Socket};
+
+use crate::addr::{Address, Transport};
+
+/// What a handler does with one request. Override `handle`; `setup` and
+/// `finish` default to doing nothing.
+pub trait Handler: Send {
+    /// Called before `handle`. May be overridden.
+    fn setup(&mut self, _req: &mut Request) -> io::Result<()> {
+        Ok(())
+    }
+
+    /// Serves the request. Must be overridden.
+    fn handle(&mut self, req: &mut Request) -> io::Result<()>;
+
+    /// Called after `handle`, even when `setup` or `handle` failed. May be
+    /// overridden.
+    fn finish(&mut self, _req: &mut Request) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Makes one handler per request. Any `Fn() -> H` closure is a factory.
+pub trait HandlerFactory: Send + Sync + 'static {
+    /// A fresh handler for the next request.
+    fn make(&self) -> Box<dyn Handler>;
+}
+
+impl<F, H> HandlerFactory for F
+where
+    F: Fn() -> H + Send + Sync + 'static,
+    H: Handler + 'static,
+{
+    fn make(&self) -> Box<dyn Handler> {
+        Box::new(self())
+    }
+}
+
+/// Settings and counters shared by the server and all its handlers.
+#[derive(Debug)]
+pub struct ServerContext {
+    /// The transport served.
+    pub transport: Transport,
+    /// The address the server is bound to.
+    pub address: Address,
+    /// Idle timeout applied to each stream connection's reads.
+    pub idle_timeout: Option<Duration>,
+    /// Whether TCP connections get TCP_NODELAY.
+    pub tcp_nodelay: bool,
+    /// The largest datagram accepted.
+    pub max_packet_size: usize,
+    stopping: AtomicBool,
+    handled: AtomicU64,
+}
+
+impl ServerContext {
+    /// Settings for a server on `address`.
+    pub fn new(transport: Transport, address: Address) -> ServerContext {
+        ServerContext {
+            transport,
+            address,
+            idle_timeout: None,
+            tcp_nodelay: true,
+            max_packet_size: 8192,
+            stopping: AtomicBool::new(false),
+            handled: AtomicU64::new(0),
+        }
+    }
+
+    /// True once a graceful stop began: handlers should finish the request
+    /// in hand and not wait for another on the same connection.
+    pub fn is_stopping(&self) -> bool {
+        self.stopping.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn set_stopping(&self) {
+        self.stopping.store(true, Ordering::Relaxed);
+    }
+
+    /// Requests handled so far by this process (not by forked children).
+    pub fn handled(&self) -> u64 {
+        self.handled.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn count_handled(&self) {
+        self.handled.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// One request as a handler sees it.
+pub enum Request {
+    /// A stream connection.
+    Stream(StreamRequest),
+    /// One datagram.
+    Datagram(DatagramRequest),
+}
+
+impl Request {
+    /// The client's address.
+    pub fn peer(&self) -> &Address {
+        match self {
+            Request::Stream(s) => &s.peer,
+            Request::Datagram(d) => &d.peer,
+        }
+    }
+
+    /// The server's shared settings.
+    pub fn server(&self) -> &ServerContext {
+        match self {
+            Request::Stream(s) => &s.ctx,
+            Request::Datagram(d) => &d.ctx,
+        }
+    }
+}
+
+/// A connection with a buffered reader and an unbuffered writer (Python's
+/// `rfile` / `wfile`). Writes use MSG_NOSIGNAL semantics: a vanished peer
+/// gives EPIPE, never SIGPIPE.
+pub struct StreamRequest {
+    reader: BufReader<Socket>,
+    peer: Address,
+    ctx: Arc<ServerContext>,
+}
+
+impl StreamRequest {
+    /// Wraps an accepted connection, applying the idle timeout and TCP_NODELAY.
+    pub fn new(conn: Socket, peer: Address, ctx: Arc<ServerContext>) -> StreamRequest {
+        if ctx.transport == Transport::Tcp && ctx.tcp_nodelay {
+            let _ = conn.set_nodelay(true);
+        }
+        let _ = conn.set_read_timeout(ctx.idle_timeout);
+        StreamRequest {
+            reader: BufReader::with_capacity(16 * 1024, conn),
+            peer,
+            ctx,
+        }
+    }
+
+    /// The client's address.
+    pub fn peer(&self) -> &Address {
+        &self.peer
+    }
+
+    /// The buffered read side (`rfile`).
+    pub fn reader(&mut self) -> &mut BufReader<Socket> {
+        &mut self.reader
+    }
+
+    /// Reads what is available (at least one byte, or 0 at end of stream),
+    /// draining the read buffer first.
+    pub fn read_some(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.reader.read(buf)
+    }
+
+    /// Reads one line including its `\n`, reading at most `limit` bytes.
+    /// Returns an empty vector at end of stream.
+    pub fn read_line(&mut self, limit: usize, line: &mut Vec<u8>) -> io::Result<usize> {
+        line.clear();
+        let n = (&mut self.reader)
+            .take(limit as u64)
+            .read_until(b'\n', line)?;
+        Ok(n)
+    }
+
+    /// Writes all of `buf` to the client (`wfile`, unbuffered).
+    pub fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
+        self.reader.get_ref().write_all(buf)
+    }
+
+    /// The connection itself.
+    pub fn socket(&self) -> &Socket {
+        self.reader.get_ref()
+    }
+
+    /// Sets the read timeout for this connection.
+    pub fn set_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
+        self.socket().set_read_timeout(timeout)
+    }
+
+    /// The server's shared settings.
+    pub fn server(&self) -> &ServerContext {
+        &self.ctx
+    }
+
+    pub(crate) fn raw_fd(&self) -> i32 {
+        self.socket().as_raw_fd()
+    }
+
+    /// Python's `shutdown_request`: shut down both directions, then close.
+    pub(crate) fn shutdown(self) {
+        let _ = self.socket().shutdown(std::net::Shutdown::Both);
+    }
+}
+
+/// One datagram (`rfile` is the packet) and a reply buffer (`wfile`) sent
+/// back to the client after `finish`.
+pub struct DatagramRequest {
+    /// The datagram as received.
+    pub packet: Vec<u8>,
+    /// Bytes to send back; nothing is sent when it stays empty.
+    pub reply: Vec<u8>,
+    peer: Address,
+    reply_to: SockAddr,
+    socket: Arc<Socket>,
+    ctx: Arc<ServerContext>,
+}
+
+impl DatagramRequest {
+    /// Wraps a received datagram.
+    pub fn new(
+        packet: Vec<u8>,
+        peer: Address,
+        reply_to: SockAddr,
+        socket: Arc<Socket>,
+        ctx: Arc<ServerContext>,
+    ) -> DatagramRequest {
+        DatagramRequest {
+            packet,
+            reply: Vec::new(),
+            peer,
+            reply_to,
+            socket,
+            ctx,
+        }
+    }
+
+    /// The client's address.
+    pub fn peer(&self) -> &Address {
+        &self.peer
+    }
+
+    /// The server's shared settings.
+    pub fn server(&self) -> &ServerContext {
+        &self.ctx
+    }
+
+    /// Sends `reply` to the client now (finish does it for what is left).
+    pub fn send_reply(&mut self) -> io::Result<()> {
+        if self.reply.is_empty() {
+            return Ok(());
+        }
+        let res = match self.socket.send_to(&self.reply, &self.reply_to) {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                // The server socket is non-blocking; wait once for room.
+                wait_writable(&self.socket)?;
+                self.socket.send_to(&self.reply, &self.reply_to)
+            }
+            other => other,
+        };
+        self.reply.clear();
+        res.map(|_| ())
+    }
+}
+
+fn wait_writable(socket: &Socket) -> io::Result<()> {
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    use std::os::fd::AsFd;
+    let mut fds = [PollFd::new(socket.as_fd(), PollFlags::POLLOUT)];
+    poll(&mut fds, PollTimeout::from(1000u16)).map_err(io::Error::from)?;
+    Ok(())
+}

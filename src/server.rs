@@ -1,0 +1,393 @@
+//! The server: Python's `BaseServer` lifecycle over any transport and policy.
+//!
+//! For the caller: [`Server::serve_forever`], [`ShutdownHandle::shutdown`],
+//! [`Server::handle_request`], [`Server::server_close`],
+//! [`Server::close_gracefully`]. May be overridden (through [`Hooks`]):
+//! `verify_request`, `handle_timeout`, `service_actions`, `handle_error`.
+//!
+//! The request chain, as in Python:
+//! `handle_request` -> `get_request` -> `verify_request` -> `process_request`
+//! (the policy) -> `finish_request` (setup/handle/finish) -> `shutdown_request`.
+
+use std::os::fd::{AsFd, AsRawFd, RawFd};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use slog::{debug, error, info, o, warn, Logger};
+
+use crate::addr::{Address, Transport};
+use crate::control::{Control, ShutdownHandle};
+use crate::dispatch::Dispatch;
+use crate::error::{Error, Result};
+use crate::handler::{HandlerFactory, ServerContext};
+use crate::hooks::{DefaultHooks, Hooks};
+use crate::policy::{check_single_threaded, Policy, Runner};
+use crate::socket::{BindOptions, Listener};
+use crate::transport::{get_request, Incoming, NoRequest};
+
+/// Builds a [`Server`]: where to listen, how to run requests, and hooks.
+pub struct ServerBuilder {
+    transport: Transport,
+    address: Option<Address>,
+    listener: Option<Listener>,
+    bind: BindOptions,
+    policy: Policy,
+    timeout: Option<Duration>,
+    idle_timeout: Option<Duration>,
+    tcp_nodelay: bool,
+    max_packet_size: usize,
+    hooks: Arc<dyn Hooks>,
+    log: Logger,
+}
+
+impl ServerBuilder {
+    /// A server that will bind `address` itself.
+    pub fn new(transport: Transport, address: Address) -> ServerBuilder {
+        ServerBuilder {
+            transport,
+            address: Some(address),
+            listener: None,
+            bind: BindOptions::default(),
+            policy: Policy::Sync,
+            timeout: None,
+            idle_timeout: None,
+            tcp_nodelay: true,
+            max_packet_size: 8192,
+            hooks: Arc::new(DefaultHooks),
+            log: Logger::root(slog::Discard, o!()),
+        }
+    }
+
+    /// A server on a socket that is already bound (inherited from a
+    /// supervisor or from systemd).
+    pub fn from_listener(listener: Listener) -> ServerBuilder {
+        let mut b = ServerBuilder::new(listener.transport, listener.address.clone());
+        b.address = None;
+        b.listener = Some(listener);
+        b
+    }
+
+    /// The concurrency policy (default `Sync`).
+    pub fn policy(mut self, policy: Policy) -> Self {
+        self.policy = policy;
+        self
+    }
+
+    /// Socket options used when binding.
+    pub fn bind_options(mut self, opts: BindOptions) -> Self {
+        self.bind = opts;
+        self
+    }
+
+    /// Python's `timeout`: how long `handle_request` waits (None: forever).
+    pub fn timeout(mut self, t: Option<Duration>) -> Self {
+        self.timeout = t;
+        self
+    }
+
+    /// Read timeout for each stream connection (None: no limit).
+    pub fn idle_timeout(mut self, t: Option<Duration>) -> Self {
+        self.idle_timeout = t;
+        self
+    }
+
+    /// Whether TCP connections get TCP_NODELAY (default true).
+    pub fn tcp_nodelay(mut self, on: bool) -> Self {
+        self.tcp_nodelay = on;
+        self
+    }
+
+    /// Largest datagram accepted (default 8192, as Python's).
+    pub fn max_packet_size(mut self, n: usize) -> Self {
+        self.max_packet_size = n.max(1);
+        self
+    }
+
+    /// The overridable hooks.
+    pub fn hooks(mut self, hooks: impl Hooks) -> Self {
+        self.hooks = Arc::new(hooks);
+        self
+    }
+
+    /// Where the server logs.
+    pub fn logger(mut self, log: Logger) -> Self {
+        self.log = log;
+        self
+    }
+
+    /// Binds (unless a listener was given), ignores SIGPIPE, and starts the
+    /// policy (a pool starts its threads here).
+    pub fn build(self, factory: impl HandlerFactory) -> Result<Server> {
+        crate::sys::ignore_sigpipe().map_err(|e| Error::os("ignore SIGPIPE", e))?;
+        let listener = match (self.listener, &self.address) {
+            (Some(l), _) => l,
+            (None, Some(addr)) => Listener::bind(self.transport, addr, &self.bind)?,
+            (None, None) => return Err(Error::Config("no address to listen on".into())),
+        };
+        let mut ctx = ServerContext::new(listener.transport, listener.address.clone());
+        ctx.idle_timeout = self.idle_timeout;
+        ctx.tcp_nodelay = self.tcp_nodelay;
+        ctx.max_packet_size = self.max_packet_size;
+        let control = Arc::new(Control::new().map_err(|e| Error::os("socketpair", e))?);
+        let dispatch = Dispatch {
+            factory: Arc::new(factory),
+            hooks: self.hooks,
+            ctx: Arc::new(ctx),
+            log: self.log.clone(),
+        };
+        let fd = listener.socket.as_raw_fd();
+        let runner = Runner::new(self.policy, &dispatch, &control, Some(fd))?;
+        Ok(Server {
+            listener: Some(listener),
+            policy: self.policy,
+            runner,
+            dispatch,
+            control,
+            timeout: self.timeout,
+            truncated: AtomicU64::new(0),
+            backoff: Backoff::default(),
+            log: self.log,
+        })
+    }
+}
+
+/// Accept back-off after EMFILE/ENFILE/ENOBUFS/ENOMEM: logged once per
+/// episode, doubling from 10 ms up to 1 s.
+#[derive(Debug, Default)]
+struct Backoff {
+    until: Option<Instant>,
+    delay: Duration,
+    failures: u64,
+}
+
+/// A socket server. See the module docs for the lifecycle.
+pub struct Server {
+    listener: Option<Listener>,
+    policy: Policy,
+    runner: Runner,
+    dispatch: Dispatch,
+    control: Arc<Control>,
+    timeout: Option<Duration>,
+    truncated: AtomicU64,
+    backoff: Backoff,
+    log: Logger,
+}
+
+impl Server {
+    /// The bound address (port 0 resolved to the real port).
+    pub fn address(&self) -> &Address {
+        &self.dispatch.ctx.address
+    }
+
+    /// The transport served.
+    pub fn transport(&self) -> Transport {
+        self.dispatch.ctx.transport
+    }
+
+    /// The policy requests run under.
+    pub fn policy(&self) -> Policy {
+        self.policy
+    }
+
+    /// The listening socket's descriptor (Python's `fileno()`), if open.
+    pub fn fileno(&self) -> Option<RawFd> {
+        self.listener.as_ref().map(|l| l.socket.as_raw_fd())
+    }
+
+    /// A handle that stops `serve_forever` from another thread or a signal.
+    pub fn shutdown_handle(&self) -> ShutdownHandle {
+        ShutdownHandle {
+            control: Arc::clone(&self.control),
+        }
+    }
+
+    /// Settings and counters shared with handlers.
+    pub fn context(&self) -> &Arc<ServerContext> {
+        &self.dispatch.ctx
+    }
+
+    /// Datagrams dropped because they exceeded `max_packet_size`.
+    pub fn truncated_datagrams(&self) -> u64 {
+        self.truncated.load(Ordering::Relaxed)
+    }
+
+    /// Requests in progress under the policy (children, threads, jobs).
+    pub fn active_requests(&self) -> usize {
+        self.runner.active()
+    }
+
+    /// Handles requests until [`ShutdownHandle::shutdown`] (or a signal
+    /// registered with [`ShutdownHandle::stop_on_signal`]) stops it. Wakes
+    /// at once on a stop; `poll_interval` only bounds how long it sleeps
+    /// between `service_actions` calls.
+    pub fn serve_forever(&mut self, poll_interval: Duration) -> Result<()> {
+        if matches!(self.policy, Policy::Fork { .. }) {
+            check_single_threaded()?;
+        }
+        self.control.begin();
+        while !self.control.stop_requested() {
+            let ready = self.wait(Some(poll_interval));
+            if self.control.stop_requested() {
+                break;
+            }
+            if ready {
+                self.handle_request_noblock();
+            }
+            self.service_actions();
+        }
+        self.control.end();
+        Ok(())
+    }
+
+    /// Handles one request, waiting up to the builder's `timeout` for it;
+    /// calls `handle_timeout` when none arrives in time. Returns early when
+    /// a stop is requested.
+    pub fn handle_request(&mut self) -> Result<()> {
+        let deadline = self.timeout.map(|t| Instant::now() + t);
+        loop {
+            let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+            if left == Some(Duration::ZERO) {
+                self.handle_timeout();
+                return Ok(());
+            }
+            let ready = self.wait(left);
+            if ready {
+                self.handle_request_noblock();
+                return Ok(());
+            }
+            if self.control.stop_requested() {
+                return Ok(());
+            }
+            self.runner.reap(&self.dispatch);
+        }
+    }
+
+    /// Python's `service_actions`: reaps children (fork policy) and
+    /// finished threads, then calls the hook. Called by `serve_forever`.
+    fn service_actions(&mut self) {
+        self.runner.reap(&self.dispatch);
+        self.dispatch.hooks.service_actions();
+    }
+
+    /// Python's `handle_timeout`: reaps, then calls the hook.
+    fn handle_timeout(&mut self) {
+        self.runner.reap(&self.dispatch);
+        self.dispatch.hooks.handle_timeout();
+    }
+
+    /// Waits until the listener is readable (true), or a wake-up or the
+    /// limit (false). The listener is not watched while the policy is full
+    /// or accepting is backing off, so clients wait in the kernel backlog.
+    fn wait(&mut self, limit: Option<Duration>) -> bool {
+        let mut limit = limit;
+        let now = Instant::now();
+        let backing_off = match self.backoff.until {
+            Some(until) if until > now => {
+                let left = until - now;
+                limit = Some(limit.map_or(left, |l| l.min(left)));
+                true
+            }
+            _ => false,
+        };
+        let watch = !backing_off && self.runner.can_accept() && self.listener.is_some();
+        let ms = limit.map_or(-1, |l| l.as_millis().min(i32::MAX as u128) as i32);
+        let timeout = PollTimeout::try_from(ms).unwrap_or(PollTimeout::NONE);
+        let wake = PollFd::new(self.control.wake_source(), PollFlags::POLLIN);
+        let ready = match (&self.listener, watch) {
+            (Some(l), true) => {
+                let mut fds = [wake, PollFd::new(l.socket.as_fd(), PollFlags::POLLIN)];
+                let _ = poll(&mut fds, timeout);
+                fds[1].revents().is_some_and(|r| !r.is_empty())
+            }
+            _ => {
+                let _ = poll(&mut [wake], timeout);
+                false
+            }
+        };
+        self.control.drain();
+        ready
+    }
+
+    /// get_request -> verify_request -> process_request, without blocking.
+    fn handle_request_noblock(&mut self) {
+        let Some(listener) = &self.listener else {
+            return;
+        };
+        match get_request(listener, self.dispatch.ctx.max_packet_size) {
+            Ok(incoming) => {
+                self.accept_recovered();
+                self.process(incoming);
+            }
+            Err(NoRequest::Spurious) => {}
+            Err(NoRequest::Truncated { peer, len }) => {
+                self.truncated.fetch_add(1, Ordering::Relaxed);
+                warn!(self.log, "datagram too large; dropped";
+                      "peer" => %peer, "len" => len,
+                      "max_packet_size" => self.dispatch.ctx.max_packet_size);
+            }
+            Err(NoRequest::Exhausted(e)) | Err(NoRequest::Failed(e)) => self.accept_failed(e),
+        }
+    }
+
+    fn process(&mut self, incoming: Incoming) {
+        let peer = incoming.peer().clone();
+        if !self.dispatch.hooks.verify_request(&peer) {
+            debug!(self.log, "request refused by verify_request"; "peer" => %peer);
+            return; // dropping `incoming` closes the connection
+        }
+        debug!(self.log, "request"; "peer" => %peer);
+        if let Err(e) = self.runner.process_request(incoming, &self.dispatch) {
+            error!(self.log, "could not start request"; "peer" => %peer, "error" => %e);
+            // Out of processes or threads: the same medicine as EMFILE.
+            self.accept_failed(std::io::Error::other(e.to_string()));
+        }
+    }
+
+    fn accept_failed(&mut self, e: std::io::Error) {
+        let b = &mut self.backoff;
+        if b.failures == 0 {
+            error!(self.log, "cannot take requests; backing off";
+                   "addr" => %self.dispatch.ctx.address, "error" => %e);
+        }
+        b.failures += 1;
+        b.delay = (b.delay * 2).clamp(Duration::from_millis(10), Duration::from_secs(1));
+        b.until = Some(Instant::now() + b.delay);
+    }
+
+    fn accept_recovered(&mut self) {
+        if self.backoff.failures > 0 {
+            info!(self.log, "taking requests again"; "failures" => self.backoff.failures);
+            self.backoff = Backoff::default();
+        }
+    }
+
+    /// Python's `server_close`: closes the listening socket (removing a Unix
+    /// socket file it created) and waits for requests as the policy's
+    /// `block_on_close` says. Called by drop too.
+    pub fn server_close(&mut self) {
+        self.listener = None;
+        self.runner.close(false, None, &self.dispatch);
+    }
+
+    /// Stops accepting, tells handlers to finish the request in hand (their
+    /// blocked reads see end-of-file; fork children get SIGTERM), and waits
+    /// up to `limit` for them; children still running then are killed.
+    /// Returns the number of requests that were still in progress at the
+    /// start.
+    pub fn close_gracefully(&mut self, limit: Duration) -> usize {
+        let deadline = Instant::now() + limit;
+        self.dispatch.ctx.set_stopping();
+        self.listener = None;
+        let active = self.runner.active();
+        self.runner.close(true, Some(deadline), &self.dispatch);
+        active
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.server_close();
+    }
+}

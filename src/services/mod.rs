@@ -1,0 +1,94 @@
+//! Built-in services that `sockserv` serves, each over all four transports.
+//!
+//! A [`Service`] maps one request to one reply. [`ServiceHandler`] adapts it
+//! to a [`Handler`]: over a stream, each read (or each line, for line
+//! services) is one request; over datagrams, each packet is one.
+
+mod builtin;
+mod time;
+
+use std::io;
+use std::sync::Arc;
+
+pub use builtin::Builtin;
+
+use crate::handler::{Handler, Request, StreamRequest};
+
+/// The longest line a line service reads; a longer one gets an error reply
+/// and the connection is closed.
+pub const MAX_LINE: usize = 4096;
+
+/// How a stream is cut into requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Framing {
+    /// Each read is one request (echo, upper, discard, delay, cpu).
+    Chunk,
+    /// Each `\n`-terminated line is one request (time).
+    Line,
+}
+
+/// One request in, one reply out.
+pub trait Service: Send + Sync + 'static {
+    /// How stream input is cut into requests.
+    fn framing(&self) -> Framing;
+
+    /// Appends the reply to `input` to `out`; an empty reply sends nothing.
+    /// `stream` tells whether the reply goes over a stream (line services
+    /// end their replies with `\n` there).
+    fn respond(&self, input: &[u8], stream: bool, out: &mut Vec<u8>);
+}
+
+/// A [`Handler`] that serves a [`Service`].
+pub struct ServiceHandler {
+    service: Arc<dyn Service>,
+}
+
+impl ServiceHandler {
+    /// A factory making handlers for `service`, for `ServerBuilder::build`.
+    pub fn factory(service: Arc<dyn Service>) -> impl Fn() -> ServiceHandler + Send + Sync {
+        move || ServiceHandler {
+            service: Arc::clone(&service),
+        }
+    }
+
+    fn serve_stream(&self, s: &mut StreamRequest) -> io::Result<()> {
+        let mut input = vec![0u8; 64 * 1024];
+        let mut out = Vec::with_capacity(64 * 1024);
+        loop {
+            let n = match self.service.framing() {
+                Framing::Chunk => s.read_some(&mut input)?,
+                Framing::Line => s.read_line(MAX_LINE, &mut input)?,
+            };
+            if n == 0 {
+                return Ok(());
+            }
+            out.clear();
+            let request = &input[..n];
+            let too_long =
+                self.service.framing() == Framing::Line && request.last() != Some(&b'\n');
+            if too_long && n >= MAX_LINE {
+                s.write_all(format!("error: line longer than {MAX_LINE} bytes\n").as_bytes())?;
+                return Ok(());
+            }
+            self.service.respond(request, true, &mut out);
+            if !out.is_empty() {
+                s.write_all(&out)?;
+            }
+            if s.server().is_stopping() {
+                return Ok(());
+            }
+        }
+    }
+}
+
+impl Handler for ServiceHandler {
+    fn handle(&mut self, req: &mut Request) -> io::Result<()> {
+        match req {
+            Request::Stream(s) => self.serve_stream(s),
+            Request::Datagram(d) => {
+                self.service.respond(&d.packet, false, &mut d.reply);
+                Ok(())
+            }
+        }
+    }
+}

@@ -1,0 +1,152 @@
+//! The only module with `unsafe`: fork, `_exit`, raw signal actions and a few
+//! libc calls the safe wrappers (std, nix, socket2) do not cover.
+//!
+//! Each block carries a `// SAFETY:` line naming the invariant it relies on.
+//! Everything exported here is safe to call, except [`fork`], whose contract
+//! the caller must keep.
+
+use std::io;
+use std::os::fd::RawFd;
+use std::sync::atomic::{AtomicI32, Ordering};
+
+/// Calls a libc function and turns `-1` into `io::Error::last_os_error()`.
+macro_rules! syscall {
+    ($fn: ident ( $($arg: expr),* $(,)* ) ) => {{
+        #[allow(unused_unsafe)]
+        // SAFETY: the caller passes arguments valid for this libc call.
+        let res = unsafe { libc::$fn($($arg, )*) };
+        if res == -1 {
+            Err(std::io::Error::last_os_error())
+        } else {
+            Ok(res)
+        }
+    }};
+}
+
+/// What [`fork`] returned in this process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Forked {
+    /// We are the new child process.
+    Child,
+    /// We are the parent; the child has this pid.
+    Parent(i32),
+}
+
+/// Forks the calling process.
+///
+/// # Safety
+/// After fork only the calling thread exists in the child. If the parent had
+/// other threads, they may have held locks (the allocator's, a logger's) at
+/// the instant of the fork; the child must then make only async-signal-safe
+/// calls until it `execve`s or calls [`exit_now`]. Callers in this crate fork
+/// only from a process they have checked is single-threaded
+/// ([`thread_count`] == 1), where the child may run ordinary code. The child
+/// must never return into the caller's code paths that assume it is the
+/// parent: it finishes with [`exit_now`].
+pub unsafe fn fork() -> io::Result<Forked> {
+    match syscall!(fork())? {
+        0 => Ok(Forked::Child),
+        pid => Ok(Forked::Parent(pid)),
+    }
+}
+
+/// Ends the process at once with `code`: no destructors, no atexit handlers,
+/// no stdio flush. Async-signal-safe; what a forked child leaves with.
+pub fn exit_now(code: i32) -> ! {
+    // SAFETY: _exit is async-signal-safe and takes no pointers.
+    unsafe { libc::_exit(code) }
+}
+
+/// Sets SIGPIPE to ignored, so a write to a vanished peer returns EPIPE
+/// instead of killing the process. Inherited across fork and exec.
+pub fn ignore_sigpipe() -> io::Result<()> {
+    // SAFETY: SIG_IGN is a valid disposition for SIGPIPE; no handler code runs.
+    let prev = unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
+    if prev == libc::SIG_ERR {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Restores the default action for `sig` (used by forked children for
+/// signals the parent routes to its own wake-up channel).
+pub fn default_signal(sig: i32) -> io::Result<()> {
+    // SAFETY: SIG_DFL is valid for any catchable signal.
+    let prev = unsafe { libc::signal(sig, libc::SIG_DFL) };
+    if prev == libc::SIG_ERR {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Number of threads in this process, read from `/proc/self/task`.
+pub fn thread_count() -> io::Result<usize> {
+    Ok(std::fs::read_dir("/proc/self/task")?.count())
+}
+
+/// Closes a raw descriptor that no owner will drop (a forked child closing
+/// the parent's listening socket before `_exit`).
+pub fn close_fd(fd: RawFd) {
+    let _ = syscall!(close(fd));
+}
+
+/// The stream connection this process serves on its main thread (a Sync
+/// server, a Fork child), or -1. A stop signal shuts its read side down so a
+/// handler blocked in `read` sees end-of-file and finishes after the reply
+/// it is writing.
+static ACTIVE_CONN: AtomicI32 = AtomicI32::new(-1);
+
+/// Records `fd` as the connection served on the main thread (-1 for none).
+pub fn set_active_conn(fd: RawFd) {
+    ACTIVE_CONN.store(fd, Ordering::SeqCst);
+}
+
+/// Makes `sig` shut down the read side of the active connection (see
+/// [`set_active_conn`]), in addition to any other action registered for it.
+pub fn shutdown_read_on_signal(sig: i32) -> io::Result<signal_hook::SigId> {
+    let action = || {
+        let fd = ACTIVE_CONN.load(Ordering::SeqCst);
+        if fd >= 0 {
+            // SAFETY: shutdown(2) is async-signal-safe; a stale fd yields EBADF or
+            // ENOTSOCK, which is ignored.
+            unsafe { libc::shutdown(fd, libc::SHUT_RD) };
+        }
+    };
+    // SAFETY: the action only loads an atomic and calls shutdown(2), both
+    // async-signal-safe; it neither allocates nor locks.
+    unsafe { signal_hook::low_level::register(sig, action) }
+}
+
+/// Asks the kernel to send `sig` to this process when its parent dies.
+pub fn set_parent_death_signal(sig: i32) -> io::Result<()> {
+    syscall!(prctl(libc::PR_SET_PDEATHSIG, sig as libc::c_ulong, 0, 0, 0)).map(|_| ())
+}
+
+/// Shuts down the read side of `fd`; errors (already closed, not connected)
+/// are ignored because the only goal is to wake a blocked reader.
+pub fn shutdown_read(fd: RawFd) {
+    let _ = syscall!(shutdown(fd, libc::SHUT_RD));
+}
+
+/// Returns the current soft limit on open files.
+pub fn nofile_limit() -> io::Result<u64> {
+    let mut rl = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: rl is a valid, writable rlimit struct.
+    syscall!(getrlimit(libc::RLIMIT_NOFILE, &mut rl))?;
+    Ok(rl.rlim_cur)
+}
+
+/// `recvfrom(2)` with MSG_TRUNC: returns the datagram's real length, which
+/// exceeds `buf.len()` when the datagram did not fit (the rest is dropped).
+pub fn recv_from_trunc(
+    socket: &socket2::Socket,
+    buf: &mut [u8],
+) -> io::Result<(usize, socket2::SockAddr)> {
+    // SAFETY: MaybeUninit<u8> has the layout of u8, and every byte of `buf`
+    // is already initialised; recv only writes initialised bytes into it.
+    let uninit = unsafe { &mut *(buf as *mut [u8] as *mut [std::mem::MaybeUninit<u8>]) };
+    socket.recv_from_with_flags(uninit, libc::MSG_TRUNC)
+}
