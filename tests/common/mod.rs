@@ -1,0 +1,452 @@
+//! Shared test helpers: start `sockserv` as a real subprocess, talk to it
+//! over real sockets, and inspect its process tree through /proc.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpStream, UdpSocket};
+use std::os::unix::net::{UnixDatagram, UnixStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+/// Polls `cond` every few milliseconds until it holds or `limit` passes.
+pub fn wait_until(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    loop {
+        if cond() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Lines a child wrote to stderr, collected by a reader thread.
+#[derive(Default)]
+struct Lines {
+    lines: Mutex<Vec<String>>,
+    grew: Condvar,
+}
+
+/// A running `sockserv`; killed by pid and reaped on drop.
+pub struct Sockserv {
+    child: Option<Child>,
+    pid: i32,
+    /// The address it reported in its "listening" line.
+    pub addr: String,
+    log: Arc<Lines>,
+    reader: Option<std::thread::JoinHandle<()>>,
+}
+
+/// The path of the `sockserv` binary cargo built for the tests.
+pub fn sockserv_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_sockserv")
+}
+
+impl Sockserv {
+    /// Starts `sockserv ARGS --log-format json` and waits for its
+    /// "listening" line. Panics, with everything it logged, if it exits or
+    /// stays silent for 10 s.
+    pub fn start(args: &[&str]) -> Sockserv {
+        Sockserv::start_wrapped(&[], args)
+    }
+
+    /// Starts `WRAPPER... sockserv ARGS` (a wrapper that execs, such as
+    /// `prlimit --nofile=32`) and waits for its "listening" line.
+    pub fn start_wrapped(wrapper: &[&str], args: &[&str]) -> Sockserv {
+        let mut s = Sockserv::spawn_wrapped(wrapper, args);
+        let found = s.wait_log(Duration::from_secs(10), |l| {
+            l.contains("\"msg\":\"listening\"")
+        });
+        let Some(line) = found else {
+            let status = s.stop();
+            panic!(
+                "sockserv {args:?} did not start ({status:?}); log:\n{}",
+                s.log_text()
+            );
+        };
+        s.addr = json_field(&line, "addr").expect("listening line has addr");
+        s
+    }
+
+    /// Starts `sockserv ARGS --log-format json` without waiting.
+    pub fn spawn(args: &[&str]) -> Sockserv {
+        Sockserv::spawn_wrapped(&[], args)
+    }
+
+    fn spawn_wrapped(wrapper: &[&str], args: &[&str]) -> Sockserv {
+        let mut cmd = match wrapper.split_first() {
+            Some((prog, rest)) => {
+                let mut c = Command::new(prog);
+                c.args(rest).arg(sockserv_bin());
+                c
+            }
+            None => Command::new(sockserv_bin()),
+        };
+        let mut child = cmd
+            .args(args)
+            .args(["--log-format", "json"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn sockserv");
+        let log = Arc::new(Lines::default());
+        let stderr = child.stderr.take().unwrap();
+        let sink = Arc::clone(&log);
+        let reader = std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                sink.lines.lock().unwrap().push(line);
+                sink.grew.notify_all();
+            }
+        });
+        Sockserv {
+            pid: child.id() as i32,
+            child: Some(child),
+            addr: String::new(),
+            log,
+            reader: Some(reader),
+        }
+    }
+
+    /// The server's pid.
+    pub fn pid(&self) -> i32 {
+        self.pid
+    }
+
+    /// Waits up to `limit` for a logged line matching `pred`.
+    pub fn wait_log(&self, limit: Duration, pred: impl Fn(&str) -> bool) -> Option<String> {
+        let deadline = Instant::now() + limit;
+        let mut lines = self.log.lines.lock().unwrap();
+        loop {
+            if let Some(l) = lines.iter().find(|l| pred(l)) {
+                return Some(l.clone());
+            }
+            let left = deadline.checked_duration_since(Instant::now())?;
+            lines = self.log.grew.wait_timeout(lines, left).unwrap().0;
+        }
+    }
+
+    /// Everything logged so far.
+    pub fn log_text(&self) -> String {
+        self.log.lines.lock().unwrap().join("\n")
+    }
+
+    /// Sends `sig` to the server.
+    pub fn signal(&self, sig: i32) {
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.pid),
+            nix::sys::signal::Signal::try_from(sig).unwrap(),
+        )
+        .expect("kill");
+    }
+
+    /// Waits up to `limit` for the server to exit.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<ExitStatus> {
+        let child = self.child.as_mut()?;
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(st) = child.try_wait().expect("try_wait") {
+                self.child = None;
+                if let Some(r) = self.reader.take() {
+                    let _ = r.join();
+                }
+                return Some(st);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// SIGTERM, then waits up to 10 s (SIGKILL after that).
+    pub fn stop(&mut self) -> Option<ExitStatus> {
+        self.child.as_ref()?;
+        self.signal(libc::SIGTERM);
+        match self.wait_exit(Duration::from_secs(10)) {
+            Some(st) => Some(st),
+            None => {
+                self.kill();
+                None
+            }
+        }
+    }
+
+    /// SIGKILL and reap.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        if let Some(r) = self.reader.take() {
+            let _ = r.join();
+        }
+    }
+
+    /// The port of an IP address.
+    pub fn port(&self) -> u16 {
+        self.addr.rsplit(':').next().unwrap().parse().unwrap()
+    }
+}
+
+impl Drop for Sockserv {
+    fn drop(&mut self) {
+        if let Some(c) = &self.child {
+            // Stop the whole tree: children of a fork server first.
+            for pid in descendants(c.id() as i32) {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+        }
+        self.kill();
+    }
+}
+
+/// Extracts a string or number field from a flat JSON log line.
+pub fn json_field(line: &str, key: &str) -> Option<String> {
+    let v: serde_json::Value = serde_json::from_str(line).ok()?;
+    match v.get(key)? {
+        serde_json::Value::String(s) => Some(s.clone()),
+        other => Some(other.to_string()),
+    }
+}
+
+/// Direct children of `pid` (from /proc/PID/task/*/children).
+pub fn children(pid: i32) -> Vec<i32> {
+    let mut out = Vec::new();
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return out;
+    };
+    for t in tasks.flatten() {
+        if let Ok(s) = std::fs::read_to_string(t.path().join("children")) {
+            out.extend(s.split_whitespace().filter_map(|p| p.parse::<i32>().ok()));
+        }
+    }
+    out
+}
+
+/// All descendants of `pid`, depth first.
+pub fn descendants(pid: i32) -> Vec<i32> {
+    let mut out = Vec::new();
+    for c in children(pid) {
+        out.push(c);
+        out.extend(descendants(c));
+    }
+    out
+}
+
+/// The state letter of a process (R, S, Z, ...), if it exists.
+pub fn proc_state(pid: i32) -> Option<char> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after = &stat[stat.rfind(')')? + 2..];
+    after.chars().next()
+}
+
+/// Zombie children of `pid`.
+pub fn zombies(pid: i32) -> Vec<i32> {
+    children(pid)
+        .into_iter()
+        .filter(|&c| proc_state(c) == Some('Z'))
+        .collect()
+}
+
+/// Open descriptors of `pid`.
+pub fn fd_count(pid: i32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| d.count())
+        .unwrap_or(0)
+}
+
+/// CPU time (user + system) `pid` has used, in clock ticks.
+pub fn cpu_ticks(pid: i32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let Some(end) = stat.rfind(')') else { return 0 };
+    let fields: Vec<&str> = stat[end + 2..].split_whitespace().collect();
+    // After the state letter: utime is field 14, stime 15 of /proc/PID/stat.
+    fields
+        .get(11)
+        .and_then(|u| u.parse::<u64>().ok())
+        .unwrap_or(0)
+        + fields
+            .get(12)
+            .and_then(|s| s.parse::<u64>().ok())
+            .unwrap_or(0)
+}
+
+/// Threads of `pid`.
+pub fn thread_count(pid: i32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .map(|d| d.count())
+        .unwrap_or(0)
+}
+
+/// A connected stream client (TCP or Unix).
+pub enum Conn {
+    /// TCP.
+    Tcp(TcpStream),
+    /// Unix stream.
+    Unix(UnixStream),
+}
+
+impl Conn {
+    /// Connects to `addr` over `transport` ("tcp" or "unix").
+    pub fn connect(transport: &str, addr: &str) -> std::io::Result<Conn> {
+        let c = match transport {
+            "tcp" => Conn::Tcp(TcpStream::connect(addr)?),
+            "unix" => Conn::Unix(connect_unix(addr)?),
+            t => panic!("not a stream transport: {t}"),
+        };
+        c.set_timeout(Some(Duration::from_secs(10)));
+        Ok(c)
+    }
+
+    /// Sets the read timeout.
+    pub fn set_timeout(&self, t: Option<Duration>) {
+        match self {
+            Conn::Tcp(s) => s.set_read_timeout(t).unwrap(),
+            Conn::Unix(s) => s.set_read_timeout(t).unwrap(),
+        }
+    }
+
+    /// Sends `req` and reads exactly `want` bytes back.
+    pub fn request(&mut self, req: &[u8], want: usize) -> std::io::Result<Vec<u8>> {
+        self.write_all(req)?;
+        let mut buf = vec![0u8; want];
+        self.read_exact(&mut buf)?;
+        Ok(buf)
+    }
+}
+
+impl Read for Conn {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            Conn::Tcp(s) => s.read(buf),
+            Conn::Unix(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for Conn {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self {
+            Conn::Tcp(s) => s.write(buf),
+            Conn::Unix(s) => s.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn connect_unix(addr: &str) -> std::io::Result<UnixStream> {
+    match addr.strip_prefix('@') {
+        Some(name) => {
+            use std::os::linux::net::SocketAddrExt;
+            let sa = std::os::unix::net::SocketAddr::from_abstract_name(name)?;
+            UnixStream::connect_addr(&sa)
+        }
+        None => UnixStream::connect(addr),
+    }
+}
+
+/// A datagram client (UDP, or Unix datagram bound to a temp path).
+pub enum Dgram {
+    /// UDP on an ephemeral port.
+    Udp(UdpSocket, String),
+    /// Unix datagram bound to a path in `_dir` (removed on drop).
+    Unix(UnixDatagram, String, tempfile::TempDir),
+}
+
+impl Dgram {
+    /// A client for the server at `addr` over "udp" or "unix-dgram".
+    pub fn new(transport: &str, addr: &str) -> Dgram {
+        let d = match transport {
+            "udp" => {
+                let bind = if addr.starts_with('[') {
+                    "[::1]:0"
+                } else {
+                    "127.0.0.1:0"
+                };
+                Dgram::Udp(UdpSocket::bind(bind).unwrap(), addr.to_string())
+            }
+            "unix-dgram" => {
+                let dir = tempfile::tempdir().unwrap();
+                let sock = UnixDatagram::bind(dir.path().join("client.sock")).unwrap();
+                Dgram::Unix(sock, addr.to_string(), dir)
+            }
+            t => panic!("not a datagram transport: {t}"),
+        };
+        d.set_timeout(Duration::from_secs(10));
+        d
+    }
+
+    /// Sets the receive timeout.
+    pub fn set_timeout(&self, t: Duration) {
+        match self {
+            Dgram::Udp(s, _) => s.set_read_timeout(Some(t)).unwrap(),
+            Dgram::Unix(s, _, _) => s.set_read_timeout(Some(t)).unwrap(),
+        }
+    }
+
+    /// Sends one datagram.
+    pub fn send(&self, req: &[u8]) -> std::io::Result<()> {
+        match self {
+            Dgram::Udp(s, a) => s.send_to(req, a.as_str()).map(|_| ()),
+            Dgram::Unix(s, a, _) => send_unix(s, a, req),
+        }
+    }
+
+    /// Receives one datagram.
+    pub fn recv(&self) -> std::io::Result<Vec<u8>> {
+        let mut buf = vec![0u8; 65536];
+        let n = match self {
+            Dgram::Udp(s, _) => s.recv(&mut buf)?,
+            Dgram::Unix(s, _, _) => s.recv(&mut buf)?,
+        };
+        buf.truncate(n);
+        Ok(buf)
+    }
+
+    /// Sends `req` and returns the reply.
+    pub fn request(&self, req: &[u8]) -> std::io::Result<Vec<u8>> {
+        self.send(req)?;
+        self.recv()
+    }
+}
+
+fn send_unix(s: &UnixDatagram, addr: &str, req: &[u8]) -> std::io::Result<()> {
+    match addr.strip_prefix('@') {
+        Some(name) => {
+            use std::os::linux::net::SocketAddrExt;
+            let sa = std::os::unix::net::SocketAddr::from_abstract_name(name)?;
+            s.send_to_addr(req, &sa).map(|_| ())
+        }
+        None => s.send_to(req, Path::new(addr)).map(|_| ()),
+    }
+}
+
+/// A fresh temp dir and a socket path inside it.
+pub fn temp_socket(name: &str) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(name);
+    (dir, path)
+}
+
+/// The `--listen` value and a keep-alive temp dir for a transport.
+pub fn listen_for(transport: &str) -> (String, Option<tempfile::TempDir>) {
+    match transport {
+        "tcp" | "udp" => ("127.0.0.1:0".into(), None),
+        _ => {
+            let (dir, path) = temp_socket("srv.sock");
+            (path.to_str().unwrap().to_string(), Some(dir))
+        }
+    }
+}
