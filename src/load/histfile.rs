@@ -1,0 +1,266 @@
+//! The `--hist FILE` format: an HdrHistogram interval log (format 1.3) whose
+//! histograms are V2-compressed and base64-encoded, as HdrHistogram's own
+//! `HistogramLogProcessor` reads them, plus one `#[sockload: {...}]` comment
+//! line carrying the counts, so `sockload merge` can add runs up.
+//!
+//! ```text
+//! #[Histogram log format version 1.3]
+//! #[sockload: {"format_version":1,"ok":...,"errors":{...},"measured_s":...,...}]
+//! #[StartTime: 1700000000.123 (seconds since epoch)]
+//! #[BaseTime: 1700000000.123 (seconds since epoch)]
+//! "StartTimestamp","Interval_Length","Interval_Max","Interval_Compressed_Histogram"
+//! #[MaxValueDivisor: 1000000.000]
+//! 0.000,10.001,0.004,HISTFAAAA...
+//! Tag=uncorrected,0.000,10.001,0.002,HISTFAAAA...
+//! ```
+//!
+//! Values are microseconds. The untagged histogram is the latency
+//! (open loop: from the intended send time); `Tag=uncorrected` appears in
+//! open-loop runs only.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::{Duration, SystemTime};
+
+use anyhow::{anyhow, bail, Context as _};
+use base64::Engine as _;
+use hdrhistogram::serialization::interval_log::{
+    IntervalLogIterator, IntervalLogWriterBuilder, LogEntry, Tag,
+};
+use hdrhistogram::serialization::{Deserializer, V2DeflateSerializer};
+use hdrhistogram::Histogram;
+use serde::{Deserialize, Serialize};
+
+use super::report::config_json;
+use super::stats::{ErrorKind, Summary};
+use super::Config;
+
+/// Version of the `#[sockload: ...]` metadata line.
+pub(crate) const META_VERSION: u32 = 1;
+const META_PREFIX: &str = "#[sockload: ";
+const UNCORRECTED: &str = "uncorrected";
+
+/// The counts a histogram alone cannot carry.
+#[derive(Debug, Serialize, Deserialize)]
+struct Meta {
+    format_version: u32,
+    ok: u64,
+    errors: BTreeMap<String, u64>,
+    #[serde(default)]
+    error_samples: BTreeMap<String, String>,
+    measured_s: f64,
+    requests_per_s: f64,
+    ok_per_s: f64,
+    open_loop: bool,
+    #[serde(default)]
+    config: serde_json::Value,
+}
+
+/// Writes `summary` (and `cfg`, for the record) to `file`.
+pub(crate) fn write(
+    mut file: std::fs::File,
+    cfg: &Config,
+    summary: &Summary,
+) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    file.write_all(&render(Some(cfg), summary)?)?;
+    file.sync_all()?;
+    Ok(())
+}
+
+/// The file's text.
+pub(crate) fn render(cfg: Option<&Config>, s: &Summary) -> anyhow::Result<Vec<u8>> {
+    let meta = Meta {
+        format_version: META_VERSION,
+        ok: s.ok,
+        errors: ErrorKind::ALL
+            .iter()
+            .map(|k| (k.name().to_string(), s.errors_of(*k)))
+            .collect(),
+        error_samples: ErrorKind::ALL
+            .iter()
+            .filter_map(|k| Some((k.name().to_string(), s.samples[*k as usize].clone()?)))
+            .collect(),
+        measured_s: s.measured.as_secs_f64(),
+        requests_per_s: s.requests_per_s,
+        ok_per_s: s.ok_per_s,
+        open_loop: s.uncorrected.is_some(),
+        config: cfg.map(config_json).unwrap_or_default(),
+    };
+    let began = SystemTime::now() - s.measured;
+    let mut out = Vec::new();
+    let mut ser = V2DeflateSerializer::new();
+    IntervalLogWriterBuilder::new()
+        .add_comment("[Histogram log format version 1.3]")
+        .add_comment(&format!("[sockload: {}]", serde_json::to_string(&meta)?))
+        .with_start_time(began)
+        .with_base_time(began)
+        .begin_log_with(&mut out, &mut ser)?;
+    out.extend_from_slice(b"\"StartTimestamp\",\"Interval_Length\",\"Interval_Max\",\"Interval_Compressed_Histogram\"\n");
+    let mut w = IntervalLogWriterBuilder::new()
+        .with_max_value_divisor(1e6)
+        .begin_log_with(&mut out, &mut ser)?;
+    let err = |e| anyhow!("serialise histogram: {e}");
+    w.write_histogram(&s.latency, Duration::ZERO, s.measured, None)
+        .map_err(err)?;
+    if let Some(h) = &s.uncorrected {
+        w.write_histogram(h, Duration::ZERO, s.measured, Tag::new(UNCORRECTED))
+            .map_err(err)?;
+    }
+    Ok(out)
+}
+
+/// Reads a file written by `--hist` (or any HdrHistogram interval log: without
+/// the sockload line, every recorded value counts as one ok request).
+pub(crate) fn read(path: &Path) -> anyhow::Result<Summary> {
+    let text = std::fs::read(path)?;
+    parse(&text)
+}
+
+pub(crate) fn parse(text: &[u8]) -> anyhow::Result<Summary> {
+    let meta = find_meta(text)?;
+    let mut latency = Histogram::<u64>::new(3)?;
+    let mut uncorrected: Option<Histogram<u64>> = None;
+    let mut log_length = Duration::ZERO;
+    let mut intervals = 0;
+    for entry in IntervalLogIterator::new(text) {
+        let LogEntry::Interval(iv) =
+            entry.map_err(|e| anyhow!("not an HdrHistogram interval log: {e:?}"))?
+        else {
+            continue;
+        };
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(iv.encoded_histogram())
+            .context("histogram is not valid base64")?;
+        let h: Histogram<u64> = Deserializer::new()
+            .deserialize(&mut bytes.as_slice())
+            .map_err(|e| anyhow!("histogram does not decode: {e:?}"))?;
+        let into = match iv.tag().map(|t| t.as_str()) {
+            None => {
+                log_length = log_length.max(iv.start_timestamp() + iv.duration());
+                &mut latency
+            }
+            Some(UNCORRECTED) => uncorrected.get_or_insert(Histogram::new(3)?),
+            Some(_) => continue,
+        };
+        into.add(&h).map_err(|e| anyhow!("add histogram: {e:?}"))?;
+        intervals += 1;
+    }
+    if intervals == 0 {
+        bail!("no histogram in the file");
+    }
+    let mut s = Summary::empty(false);
+    s.runs = 1;
+    match meta {
+        Some(m) => apply_meta(&mut s, m)?,
+        None => {
+            s.ok = latency.len();
+            s.measured = log_length;
+            if !log_length.is_zero() {
+                s.requests_per_s = s.ok as f64 / log_length.as_secs_f64();
+                s.ok_per_s = s.requests_per_s;
+            }
+        }
+    }
+    s.latency = latency;
+    s.uncorrected = uncorrected;
+    Ok(s)
+}
+
+fn find_meta(text: &[u8]) -> anyhow::Result<Option<Meta>> {
+    let text = std::str::from_utf8(text).context("file is not UTF-8 text")?;
+    let Some(line) = text.lines().find(|l| l.starts_with(META_PREFIX)) else {
+        return Ok(None);
+    };
+    let json = line[META_PREFIX.len()..]
+        .strip_suffix(']')
+        .unwrap_or_default();
+    let meta: Meta = serde_json::from_str(json).context("malformed #[sockload: ...] line")?;
+    if meta.format_version != META_VERSION {
+        bail!(
+            "#[sockload: ...] format_version {} is not {META_VERSION}",
+            meta.format_version
+        );
+    }
+    Ok(Some(meta))
+}
+
+fn apply_meta(s: &mut Summary, m: Meta) -> anyhow::Result<()> {
+    s.ok = m.ok;
+    for (name, n) in m.errors {
+        let kind =
+            ErrorKind::from_name(&name).ok_or_else(|| anyhow!("unknown error kind {name:?}"))?;
+        s.errors[kind as usize] = n;
+    }
+    for (name, text) in m.error_samples {
+        if let Some(kind) = ErrorKind::from_name(&name) {
+            s.samples[kind as usize] = Some(text);
+        }
+    }
+    s.measured = Duration::try_from_secs_f64(m.measured_s).context("bad measured_s")?;
+    s.requests_per_s = m.requests_per_s;
+    s.ok_per_s = m.ok_per_s;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn summary(values: &[u64], open_loop: bool) -> Summary {
+        let mut s = Summary::empty(open_loop);
+        s.runs = 1;
+        for v in values {
+            s.latency.record(*v).unwrap();
+            if let Some(u) = &mut s.uncorrected {
+                u.record(*v / 2).unwrap();
+            }
+        }
+        s.ok = values.len() as u64;
+        s.errors[ErrorKind::Reset as usize] = 2;
+        s.samples[ErrorKind::Reset as usize] = Some("receive from x: reset".into());
+        s.measured = Duration::from_millis(1500);
+        s.requests_per_s = (s.ok + 2) as f64 / 1.5;
+        s
+    }
+
+    #[test]
+    fn files_round_trip_counts_and_histograms() {
+        let s = summary(&[10, 20, 30, 4000, 5_000_000], true);
+        let text = render(None, &s).unwrap();
+        let back = parse(&text).unwrap();
+        assert_eq!(back.ok, 5);
+        assert_eq!(back.errors, s.errors);
+        assert_eq!(back.samples, s.samples);
+        assert_eq!(back.measured, s.measured);
+        assert_eq!(back.latency, s.latency);
+        assert_eq!(back.uncorrected, s.uncorrected);
+    }
+
+    #[test]
+    fn the_file_is_a_standard_interval_log() {
+        let text = String::from_utf8(render(None, &summary(&[1, 2, 3], false)).unwrap()).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines[0], "#[Histogram log format version 1.3]");
+        assert!(lines.iter().any(|l| l.starts_with("\"StartTimestamp\"")));
+        let data = lines.last().unwrap();
+        assert!(data.starts_with("0.000,1.500,0.000,HISTF"), "{data}");
+        assert!(
+            !text.contains("Tag="),
+            "closed-loop runs have one histogram"
+        );
+    }
+
+    #[test]
+    fn plain_hdr_logs_without_sockload_line_count_values_as_ok() {
+        let text = String::from_utf8(render(None, &summary(&[7, 8], false)).unwrap()).unwrap();
+        let plain: String = text
+            .lines()
+            .filter(|l| !l.starts_with(META_PREFIX))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let s = parse(plain.as_bytes()).unwrap();
+        assert_eq!((s.ok, s.error_count()), (2, 0));
+        assert!(parse(b"# nothing here\n").is_err());
+    }
+}

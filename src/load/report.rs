@@ -1,0 +1,445 @@
+//! The report: one JSON object (`--json`) or a human summary.
+//! Every field is documented in `SOCKLOAD.md`.
+
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+
+use hdrhistogram::Histogram;
+use serde::Serialize;
+use serde_json::{json, Value};
+
+use super::stats::{ErrorKind, Summary};
+use super::{Config, Stop, Verdict};
+
+/// Version of the `--json` schema; bumped on incompatible changes.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// What `--json` prints: one object, field by field as in `SOCKLOAD.md`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    /// Schema version ([`FORMAT_VERSION`]).
+    pub format_version: u32,
+    /// `"run"` or `"merge"`.
+    pub kind: &'static str,
+    /// The run's full configuration; `null` for a merge.
+    pub config: Value,
+    /// The files a merge read; `null` for a run.
+    pub merged_from: Option<Vec<String>>,
+    /// Number of runs covered (1 for a run).
+    pub runs: usize,
+    /// Length of the measured period in seconds (warm-up excluded).
+    pub measured_s: f64,
+    /// Measured requests attempted: `requests_ok + errors_total`.
+    pub requests_total: u64,
+    /// Requests that got a correct reply.
+    pub requests_ok: u64,
+    /// Requests that failed, all kinds together.
+    pub errors_total: u64,
+    /// `requests_total` per second of the measured period.
+    pub requests_per_s: f64,
+    /// `requests_ok` per second of the measured period.
+    pub ok_per_s: f64,
+    /// `errors_total / requests_total` (0 when nothing was attempted).
+    pub error_rate: f64,
+    /// The allowed error rate the verdict was judged against.
+    pub max_error_rate: f64,
+    /// Whether the run passed (exit status 0).
+    pub passed: bool,
+    /// `"closed"` or `"open"` (open loop when `--rate` was given).
+    #[serde(rename = "loop")]
+    pub loop_kind: &'static str,
+    /// Latency of successful requests (open loop: the corrected figures).
+    pub latency: Latency,
+    /// Open loop only: latency from each request's intended send time.
+    pub corrected: Option<Latency>,
+    /// Open loop only: latency from each request's actual send time.
+    pub uncorrected: Option<Latency>,
+    /// Failed requests by kind.
+    pub errors: Errors,
+    /// The first error message seen for each kind that occurred.
+    pub error_samples: std::collections::BTreeMap<&'static str, String>,
+}
+
+/// Latency figures in microseconds.
+#[derive(Debug, Clone, Serialize)]
+pub struct Latency {
+    /// Number of samples (successful measured requests).
+    pub count: u64,
+    /// Smallest latency.
+    pub min_us: u64,
+    /// Mean latency.
+    pub mean_us: f64,
+    /// Standard deviation.
+    pub stdev_us: f64,
+    /// Median.
+    pub p50_us: u64,
+    /// 90th percentile.
+    pub p90_us: u64,
+    /// 99th percentile.
+    pub p99_us: u64,
+    /// 99.9th percentile.
+    pub p999_us: u64,
+    /// Largest latency.
+    pub max_us: u64,
+}
+
+/// Failed requests by kind (see [`ErrorKind`]).
+#[derive(Debug, Clone, Serialize)]
+pub struct Errors {
+    /// Connection refused (or no such Unix socket).
+    pub refused: u64,
+    /// Connection reset or broken pipe.
+    pub reset: u64,
+    /// Connect, send or receive exceeded `--timeout`.
+    pub timeout: u64,
+    /// The stream closed before the whole reply arrived.
+    pub short_reply: u64,
+    /// The reply was not what `--expect` requires.
+    pub wrong_reply: u64,
+    /// Anything else.
+    pub other: u64,
+}
+
+impl Latency {
+    fn of(h: &Histogram<u64>) -> Latency {
+        let q = |q| h.value_at_quantile(q);
+        let empty = h.is_empty();
+        Latency {
+            count: h.len(),
+            min_us: if empty { 0 } else { h.min() },
+            mean_us: round2(h.mean()),
+            stdev_us: round2(h.stdev()),
+            p50_us: q(0.5),
+            p90_us: q(0.9),
+            p99_us: q(0.99),
+            p999_us: q(0.999),
+            max_us: h.max(),
+        }
+    }
+}
+
+fn round2(x: f64) -> f64 {
+    (x * 100.0).round() / 100.0
+}
+
+/// The configuration as it appears under `"config"` (and in `--hist` files).
+pub(crate) fn config_json(c: &Config) -> Value {
+    let (duration_s, requests) = match c.stop {
+        Stop::Duration(d) => (Some(d.as_secs_f64()), None),
+        Stop::Requests(n) => (None, Some(n)),
+    };
+    json!({
+        "transport": c.transport.name(),
+        "connect": c.connect.to_string(),
+        "connections": c.connections,
+        "duration_s": duration_s,
+        "requests": requests,
+        "warmup_s": c.warmup.as_secs_f64(),
+        "size": c.size,
+        "mode": c.mode.name(),
+        "rate": c.rate,
+        "expect": c.expect.name(),
+        "timeout_s": c.timeout.as_secs_f64(),
+        "max_error_rate": c.max_error_rate,
+        "hist": c.hist.as_ref().map(|p| p.display().to_string()),
+    })
+}
+
+impl Report {
+    /// The report of one run.
+    pub fn from_run(cfg: &Config, s: &Summary) -> Report {
+        Report::build(config_json(cfg), None, cfg.max_error_rate, s)
+    }
+
+    /// The report of a merge of `files`.
+    pub fn from_merge(files: &[PathBuf], max_error_rate: f64, s: &Summary) -> Report {
+        let names = files.iter().map(|p| p.display().to_string()).collect();
+        Report::build(Value::Null, Some(names), max_error_rate, s)
+    }
+
+    fn build(
+        config: Value,
+        merged_from: Option<Vec<String>>,
+        max_error_rate: f64,
+        s: &Summary,
+    ) -> Report {
+        let e = |k| s.errors_of(k);
+        let open = s.uncorrected.is_some();
+        Report {
+            format_version: FORMAT_VERSION,
+            kind: if merged_from.is_some() {
+                "merge"
+            } else {
+                "run"
+            },
+            config,
+            merged_from,
+            runs: s.runs,
+            measured_s: round6(s.measured.as_secs_f64()),
+            requests_total: s.total(),
+            requests_ok: s.ok,
+            errors_total: s.error_count(),
+            requests_per_s: round2(s.requests_per_s),
+            ok_per_s: round2(s.ok_per_s),
+            error_rate: s.error_rate(),
+            max_error_rate,
+            passed: s.ok > 0 && s.error_rate() <= max_error_rate,
+            loop_kind: if open { "open" } else { "closed" },
+            latency: Latency::of(&s.latency),
+            corrected: open.then(|| Latency::of(&s.latency)),
+            uncorrected: s.uncorrected.as_ref().map(Latency::of),
+            errors: Errors {
+                refused: e(ErrorKind::Refused),
+                reset: e(ErrorKind::Reset),
+                timeout: e(ErrorKind::Timeout),
+                short_reply: e(ErrorKind::ShortReply),
+                wrong_reply: e(ErrorKind::WrongReply),
+                other: e(ErrorKind::Other),
+            },
+            error_samples: ErrorKind::ALL
+                .iter()
+                .filter_map(|k| Some((k.name(), s.samples[k.index()].clone()?)))
+                .collect(),
+        }
+    }
+
+    /// Exit 0 or 1.
+    pub fn verdict(&self) -> Verdict {
+        if self.passed {
+            Verdict::Pass
+        } else {
+            Verdict::Fail
+        }
+    }
+
+    /// Prints the report on stdout: one line of JSON, or the human summary.
+    pub fn print(&self, json: bool) -> anyhow::Result<()> {
+        let stdout = std::io::stdout();
+        let text = if json {
+            serde_json::to_string(self)? + "\n"
+        } else {
+            let colour = stdout.is_terminal() && std::env::var_os("NO_COLOR").is_none();
+            self.human(colour)
+        };
+        let mut out = stdout.lock();
+        out.write_all(text.as_bytes())
+            .and_then(|()| out.flush())
+            .map_err(|e| anyhow::anyhow!("write report to stdout: {e}"))
+    }
+
+    /// The human summary; `colour` adds ANSI colour to the verdict and errors.
+    pub fn human(&self, colour: bool) -> String {
+        let paint = |code: &str, s: String| {
+            if colour {
+                format!("\x1b[{code}m{s}\x1b[0m")
+            } else {
+                s
+            }
+        };
+        let mut out = String::new();
+        out += &format!("{:<10}{}\n", "sockload", self.describe());
+        out += &format!(
+            "{:<10}{} ok, {} errors in {:.2}s: {:.1} req/s ({:.1} ok/s)\n",
+            "requests",
+            self.requests_ok,
+            self.errors_total,
+            self.measured_s,
+            self.requests_per_s,
+            self.ok_per_s
+        );
+        match (&self.corrected, &self.uncorrected) {
+            (Some(c), Some(u)) => {
+                out += &format!(
+                    "{:<10}corrected (from intended send time):  {}\n",
+                    "latency",
+                    latency_line(c)
+                );
+                out += &format!(
+                    "{:<10}uncorrected (from actual send time):  {}\n",
+                    "",
+                    latency_line(u)
+                );
+            }
+            _ => out += &format!("{:<10}{}\n", "latency", latency_line(&self.latency)),
+        }
+        if self.errors_total > 0 {
+            let counts: Vec<String> = ErrorKind::ALL
+                .iter()
+                .map(|k| (k.name(), self.error_count(*k)))
+                .filter(|(_, n)| *n > 0)
+                .map(|(name, n)| format!("{name} {n}"))
+                .collect();
+            out += &format!("{:<10}{}\n", "errors", paint("31", counts.join(", ")));
+            for (kind, msg) in &self.error_samples {
+                out += &format!("{:<10}first {kind}: {msg}\n", "");
+            }
+        }
+        let verdict = if self.passed {
+            paint("32", "PASS".into())
+        } else {
+            paint("1;31", "FAIL".into())
+        };
+        let why = if self.requests_ok == 0 {
+            "no request succeeded".to_string()
+        } else {
+            let cmp = if self.passed { "<=" } else { ">" };
+            format!(
+                "error rate {} {cmp} allowed {}",
+                percent(self.error_rate),
+                percent(self.max_error_rate)
+            )
+        };
+        out += &format!("{:<10}{verdict}: {why}\n", "result");
+        out
+    }
+
+    fn error_count(&self, k: ErrorKind) -> u64 {
+        let e = &self.errors;
+        match k {
+            ErrorKind::Refused => e.refused,
+            ErrorKind::Reset => e.reset,
+            ErrorKind::Timeout => e.timeout,
+            ErrorKind::ShortReply => e.short_reply,
+            ErrorKind::WrongReply => e.wrong_reply,
+            ErrorKind::Other => e.other,
+        }
+    }
+
+    fn describe(&self) -> String {
+        let Some(files) = &self.merged_from else {
+            return describe_config(&self.config);
+        };
+        format!("merge of {} runs: {}", self.runs, files.join(", "))
+    }
+}
+
+fn describe_config(c: &Value) -> String {
+    let what = match (c["duration_s"].as_f64(), c["requests"].as_u64()) {
+        (Some(d), _) => format!("{}s", trim(d)),
+        (_, Some(n)) => format!("{n} requests"),
+        _ => "?".into(),
+    };
+    let pace = match c["rate"].as_f64() {
+        Some(r) => format!("open loop at {} req/s", trim(r)),
+        None => "closed loop".into(),
+    };
+    format!(
+        "{} {}, {} connection{}, {}, {pace}, {what} after {}s warm-up, {}-byte requests, expect {}",
+        str_of(&c["transport"]),
+        str_of(&c["connect"]),
+        c["connections"],
+        if c["connections"] == 1 { "" } else { "s" },
+        str_of(&c["mode"]),
+        trim(c["warmup_s"].as_f64().unwrap_or(0.0)),
+        c["size"],
+        str_of(&c["expect"]),
+    )
+}
+
+fn str_of(v: &Value) -> &str {
+    v.as_str().unwrap_or("?")
+}
+
+fn trim(x: f64) -> String {
+    let s = format!("{x:.3}");
+    s.trim_end_matches('0').trim_end_matches('.').to_string()
+}
+
+fn round6(x: f64) -> f64 {
+    (x * 1e6).round() / 1e6
+}
+
+fn percent(r: f64) -> String {
+    format!("{}%", trim(r * 100.0))
+}
+
+fn latency_line(l: &Latency) -> String {
+    if l.count == 0 {
+        return "no successful requests".into();
+    }
+    format!(
+        "p50 {}  p90 {}  p99 {}  p99.9 {}  max {}  mean {}",
+        us(l.p50_us as f64),
+        us(l.p90_us as f64),
+        us(l.p99_us as f64),
+        us(l.p999_us as f64),
+        us(l.max_us as f64),
+        us(l.mean_us)
+    )
+}
+
+/// `45us`, `1.23ms`, `2.50s`.
+fn us(v: f64) -> String {
+    if v < 1000.0 {
+        format!("{v:.0}us")
+    } else if v < 1e6 {
+        format!("{:.2}ms", v / 1e3)
+    } else {
+        format!("{:.2}s", v / 1e6)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::addr::{Address, Transport};
+    use std::time::Duration;
+
+    fn summary() -> Summary {
+        let mut s = Summary::empty(false);
+        s.runs = 1;
+        for v in [40, 50, 60, 1500] {
+            s.latency.record(v).unwrap();
+        }
+        s.ok = 4;
+        s.measured = Duration::from_secs(2);
+        s.requests_per_s = 2.0;
+        s.ok_per_s = 2.0;
+        s
+    }
+
+    #[test]
+    fn human_summary_names_figures_and_verdict_without_colour() {
+        let cfg = Config::new(
+            Transport::Tcp,
+            Address::parse_inet("127.0.0.1:9000").unwrap(),
+        );
+        let text = Report::from_run(&cfg, &summary()).human(false);
+        assert!(
+            text.contains(
+                "tcp 127.0.0.1:9000, 8 connections, persistent, closed loop, 10s after 2s warm-up"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("p50 50us") && text.contains("max 1.50ms"),
+            "{text}"
+        );
+        assert!(text.contains("PASS: error rate 0% <= allowed 0%"), "{text}");
+        assert!(!text.contains('\x1b'));
+    }
+
+    #[test]
+    fn errors_over_the_budget_fail_and_nothing_ok_fails() {
+        let cfg = Config::new(
+            Transport::Tcp,
+            Address::parse_inet("127.0.0.1:9000").unwrap(),
+        );
+        let mut s = summary();
+        s.errors[ErrorKind::Reset.index()] = 1;
+        s.samples[ErrorKind::Reset.index()] = Some("receive from x: reset".into());
+        let r = Report::from_run(&cfg, &s);
+        assert_eq!(r.verdict(), Verdict::Fail);
+        assert!(r.human(true).contains("\x1b[31mreset 1\x1b[0m"));
+        assert!(r
+            .human(false)
+            .contains("first reset: receive from x: reset"));
+        let mut lenient = cfg.clone();
+        lenient.max_error_rate = 0.2;
+        assert_eq!(Report::from_run(&lenient, &s).verdict(), Verdict::Pass);
+        let nothing = Summary::empty(false);
+        let r = Report::from_run(&lenient, &nothing);
+        assert_eq!(r.verdict(), Verdict::Fail);
+        assert!(r.human(false).contains("no request succeeded"));
+    }
+}
