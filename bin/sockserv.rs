@@ -7,6 +7,7 @@ use clap::Parser;
 use socketserver::app::{serve_foreground, ServeConfig};
 use socketserver::log::{parse_level, stderr_logger, LogFormat};
 use socketserver::services::Builtin;
+use socketserver::supervisor::{self, SupervisorConfig};
 use socketserver::{BindOptions, Policy, Transport};
 
 /// Serve echo, upper, time, discard, delay or cpu over TCP, UDP or Unix
@@ -47,7 +48,8 @@ struct Args {
     /// listen(2) backlog.
     #[arg(long, default_value_t = libc::SOMAXCONN)]
     backlog: i32,
-    /// Set SO_REUSEPORT, so several servers can bind the same port.
+    /// Set SO_REUSEPORT; under the supervisor, each worker binds its own
+    /// socket and the kernel balances connections between them.
     #[arg(long)]
     reuse_port: bool,
     /// Largest datagram served; longer ones are dropped and logged.
@@ -65,6 +67,37 @@ struct Args {
     /// Admit only clients from these networks (repeatable; e.g. 127.0.0.0/8).
     #[arg(long)]
     allow: Vec<String>,
+    /// Abort the serving process when a request contains this string
+    /// (a testing aid for supervision and crash handling).
+    #[arg(long, value_name = "STRING")]
+    abort_on: Option<String>,
+    /// Run the server in this process, without a supervising master.
+    #[arg(long)]
+    no_supervisor: bool,
+    /// Worker processes the master keeps running.
+    #[arg(long, default_value_t = 1)]
+    workers: usize,
+    /// More than this many worker deaths within --restart-window stop the master.
+    #[arg(long, default_value_t = 5)]
+    restart_burst: usize,
+    /// Seconds over which --restart-burst counts deaths.
+    #[arg(long, default_value_t = 10.0)]
+    restart_window: f64,
+    /// A worker retires gracefully after this many requests (0: never).
+    #[arg(long, default_value_t = 0)]
+    max_requests: u64,
+    /// Up to this many extra requests per worker, so workers retire apart.
+    #[arg(long, default_value_t = 0)]
+    max_requests_jitter: u64,
+    /// Kill and replace a worker whose serving loop is silent this many seconds (0: never).
+    #[arg(long, default_value_t = 0.0)]
+    worker_timeout: f64,
+    /// Write the master's pid here (refused if it names a live process).
+    #[arg(long)]
+    pid_file: Option<std::path::PathBuf>,
+    /// Validate the configuration (flags, address, bindability) and exit.
+    #[arg(long)]
+    check: bool,
     /// term or json.
     #[arg(long, default_value = "term")]
     log_format: LogFormat,
@@ -140,14 +173,32 @@ fn config(a: &Args) -> Result<ServeConfig, String> {
         graceful_timeout: seconds("--graceful-timeout", a.graceful_timeout)?.unwrap_or_default(),
         max_packet_size: a.max_packet_size.max(1),
         allow: a.allow.clone(),
+        abort_on: a.abort_on.clone(),
     };
     cfg.validate().map_err(|e| e.to_string())?;
     Ok(cfg)
 }
 
+fn supervisor_config(a: &Args, serve: ServeConfig) -> Result<SupervisorConfig, String> {
+    if a.reuse_port && a.transport.is_unix() {
+        return Err("--reuse-port applies to tcp and udp only".into());
+    }
+    Ok(SupervisorConfig {
+        serve,
+        workers: a.workers.max(1),
+        reuse_port: a.reuse_port,
+        restart_burst: a.restart_burst,
+        restart_window: seconds("--restart-window", a.restart_window)?.unwrap_or_default(),
+        max_requests: a.max_requests,
+        max_requests_jitter: a.max_requests_jitter,
+        worker_timeout: seconds("--worker-timeout", a.worker_timeout)?,
+        pid_file: a.pid_file.clone(),
+    })
+}
+
 fn main() -> ExitCode {
     let args = Args::parse();
-    let cfg = match config(&args) {
+    let cfg = match config(&args).and_then(|c| supervisor_config(&args, c)) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("sockserv: {e}");
@@ -155,12 +206,34 @@ fn main() -> ExitCode {
         }
     };
     let log = stderr_logger(args.log_format, args.log_level);
-    match serve_foreground(&cfg, &log) {
-        Ok(()) => ExitCode::SUCCESS,
+    let result = if args.check {
+        check(&cfg).map(|()| 0)
+    } else if args.no_supervisor {
+        serve_foreground(&cfg.serve, &log).map(|()| 0)
+    } else {
+        supervisor::run(&cfg, &log)
+    };
+    match result {
+        Ok(code) => ExitCode::from(code as u8),
         Err(e) => {
             slog::crit!(log, "sockserv failed"; "error" => %e);
             eprintln!("sockserv: {e}");
             ExitCode::FAILURE
         }
     }
+}
+
+/// `--check`: the flags parsed; now try the address (bind and release an
+/// IP port; for a Unix path, the stale-socket rules without binding).
+fn check(cfg: &SupervisorConfig) -> socketserver::Result<()> {
+    socketserver::socket::check_bindable(cfg.serve.transport, &cfg.serve.listen, &cfg.serve.bind)?;
+    println!(
+        "sockserv: configuration ok: {} {} policy {} service {} workers {}",
+        cfg.serve.transport,
+        cfg.serve.listen,
+        cfg.serve.policy.name(),
+        cfg.serve.service.name(),
+        cfg.workers
+    );
+    Ok(())
 }

@@ -8,10 +8,10 @@ use slog::{info, o, warn, Logger};
 
 use crate::addr::{Address, Transport};
 use crate::error::{Error, Result};
-use crate::hooks::{AllowList, DefaultHooks};
+use crate::hooks::{AllowList, DefaultHooks, Hooks};
 use crate::policy::Policy;
 use crate::server::{Server, ServerBuilder};
-use crate::services::{Builtin, ServiceHandler};
+use crate::services::{Builtin, Framing, Service, ServiceHandler};
 use crate::socket::{BindOptions, Listener};
 
 /// Everything `sockserv` needs to serve.
@@ -35,6 +35,8 @@ pub struct ServeConfig {
     pub max_packet_size: usize,
     /// Client networks admitted (empty: everyone).
     pub allow: Vec<String>,
+    /// Abort the serving process when a request contains this (testing aid).
+    pub abort_on: Option<String>,
 }
 
 impl ServeConfig {
@@ -53,25 +55,65 @@ impl ServeConfig {
         Ok(())
     }
 
-    /// Builds the server: binds `listen`, or serves on `inherited`.
-    pub fn build(&self, inherited: Option<Listener>, log: &Logger) -> Result<Server> {
+    /// The `--allow` networks as a `verify_request` hook, if any were given.
+    pub fn allow_list(&self) -> Result<Option<AllowList>> {
+        if self.allow.is_empty() {
+            return Ok(None);
+        }
+        let specs: Vec<&str> = self.allow.iter().map(String::as_str).collect();
+        AllowList::parse(&specs).map(Some)
+    }
+
+    /// Builds the server with `hooks`: binds `listen`, or serves on `inherited`.
+    pub fn build(
+        &self,
+        inherited: Option<Listener>,
+        hooks: impl Hooks,
+        log: &Logger,
+    ) -> Result<Server> {
         let builder = match inherited {
             Some(l) => ServerBuilder::from_listener(l),
             None => ServerBuilder::new(self.transport, self.listen.clone()),
         };
-        let builder = builder
+        builder
             .policy(self.policy)
             .bind_options(self.bind.clone())
             .idle_timeout(self.idle_timeout)
             .max_packet_size(self.max_packet_size)
-            .logger(log.new(o!()));
-        let builder = if self.allow.is_empty() {
-            builder.hooks(DefaultHooks)
-        } else {
-            let specs: Vec<&str> = self.allow.iter().map(String::as_str).collect();
-            builder.hooks(AllowList::parse(&specs)?)
-        };
-        builder.build(ServiceHandler::factory(Arc::new(self.service)))
+            .logger(log.new(o!()))
+            .hooks(hooks)
+            .build(ServiceHandler::factory(self.service()))
+    }
+
+    /// The service, wrapped so that `abort_on` aborts the process.
+    pub fn service(&self) -> Arc<dyn Service> {
+        match &self.abort_on {
+            Some(needle) => Arc::new(AbortOn {
+                inner: self.service,
+                needle: needle.clone().into_bytes(),
+            }),
+            None => Arc::new(self.service),
+        }
+    }
+}
+
+/// A service that aborts the serving process when a request contains
+/// `needle`: a way to test supervision and crash handling.
+struct AbortOn {
+    inner: Builtin,
+    needle: Vec<u8>,
+}
+
+impl Service for AbortOn {
+    fn framing(&self) -> Framing {
+        self.inner.framing()
+    }
+
+    fn respond(&self, input: &[u8], stream: bool, out: &mut Vec<u8>) {
+        if !self.needle.is_empty() && input.windows(self.needle.len()).any(|w| w == self.needle) {
+            std::process::abort();
+        }
+        self.inner.respond(input, stream, out);
     }
 }
 
@@ -79,7 +121,10 @@ impl ServeConfig {
 /// no new requests, in-flight ones get up to `graceful_timeout`, the Unix
 /// socket file is removed.
 pub fn serve_foreground(cfg: &ServeConfig, log: &Logger) -> Result<()> {
-    let mut server = cfg.build(None, log)?;
+    let mut server = match cfg.allow_list()? {
+        Some(allow) => cfg.build(None, allow, log)?,
+        None => cfg.build(None, DefaultHooks, log)?,
+    };
     let handle = server.shutdown_handle();
     for sig in [libc::SIGTERM, libc::SIGINT] {
         handle

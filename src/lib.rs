@@ -71,6 +71,7 @@ pub mod policy;
 pub mod server;
 pub mod services;
 pub mod socket;
+pub mod supervisor;
 pub mod sys;
 pub mod transport;
 

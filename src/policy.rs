@@ -275,6 +275,7 @@ impl ForkRunner {
     }
 
     fn spawn(&mut self, incoming: Incoming, dispatch: &Dispatch) -> Result<()> {
+        let parent = std::process::id();
         // SAFETY: ForkRunner::new and Server::serve_forever checked that this
         // process has one thread, so the child may run ordinary code
         // (allocate, log). The child leaves only through sys::exit_now.
@@ -285,16 +286,24 @@ impl ForkRunner {
                 drop(incoming); // the parent's copy of the connection closes here
                 Ok(())
             }
-            Ok(Forked::Child) => self.run_child(incoming, dispatch),
+            Ok(Forked::Child) => self.run_child(incoming, dispatch, parent),
         }
     }
 
     /// The child's whole life: it never returns into the accept loop and
     /// never runs the parent's destructors.
-    fn run_child(&self, incoming: Incoming, dispatch: &Dispatch) -> ! {
-        let _ = sys::default_signal(libc::SIGCHLD);
+    fn run_child(&self, incoming: Incoming, dispatch: &Dispatch, parent: u32) -> ! {
+        if let Some(id) = self.sigchld {
+            // The parent's wake-up on SIGCHLD is not the child's business.
+            signal_hook::low_level::unregister(id);
+        }
         // A graceful stop sends SIGTERM: finish the reply in hand, then leave.
         let _ = sys::shutdown_read_on_signal(libc::SIGTERM);
+        // If the server dies (even by SIGKILL), its children stop the same way.
+        let _ = sys::set_parent_death_signal(libc::SIGTERM);
+        if std::os::unix::process::parent_id() != parent {
+            sys::exit_now(1); // the parent died before prctl took effect
+        }
         if matches!(incoming, Incoming::Stream { .. }) {
             if let Some(fd) = self.listener_fd {
                 // Without this, a long-lived child would keep the port open
@@ -318,12 +327,12 @@ impl ForkRunner {
                 Ok(WaitStatus::StillAlive) => true,
                 Ok(WaitStatus::Exited(_, 0)) => false,
                 Ok(status) => {
-                    debug!(dispatch.log, "child ended"; "pid" => pid, "status" => ?status);
+                    debug!(dispatch.log, "child ended"; "child" => pid, "status" => ?status);
                     false
                 }
                 Err(nix::errno::Errno::ECHILD) => false,
                 Err(e) => {
-                    warn!(dispatch.log, "waitpid failed"; "pid" => pid, "error" => %e);
+                    warn!(dispatch.log, "waitpid failed"; "child" => pid, "error" => %e);
                     true
                 }
             }
@@ -354,7 +363,7 @@ impl ForkRunner {
             wait_readable(&self.control, left.min(Duration::from_millis(500)));
         }
         for &pid in &self.children {
-            error!(dispatch.log, "child outlived the graceful timeout; killing it"; "pid" => pid);
+            error!(dispatch.log, "child outlived the graceful timeout; killing it"; "child" => pid);
             let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
             let _ = waitpid(Pid::from_raw(pid), None);
         }

@@ -157,6 +157,33 @@ impl Drop for Listener {
     }
 }
 
+/// Checks that `addr` could be bound, without serving: an IP address is
+/// bound and released; a Unix path only gets the stale-socket checks (a
+/// non-socket there, or a live server, is an error).
+pub fn check_bindable(transport: Transport, addr: &Address, opts: &BindOptions) -> Result<()> {
+    match addr {
+        Address::Unix(path) => {
+            if fs::symlink_metadata(path).is_ok() {
+                check_stale_socket(path)?;
+            }
+            let dir = path
+                .parent()
+                .filter(|d| !d.as_os_str().is_empty())
+                .unwrap_or(Path::new("."));
+            let meta = fs::metadata(dir).map_err(|e| Error::socket("stat", dir.display(), e))?;
+            if !meta.is_dir() {
+                return Err(Error::Config(format!(
+                    "{} is not a directory",
+                    dir.display()
+                )));
+            }
+            Ok(())
+        }
+        Address::Abstract(_) | Address::Inet(_) => Listener::bind(transport, addr, opts).map(drop),
+        Address::Unnamed => Err(Error::Config("no address to check".into())),
+    }
+}
+
 fn sockaddr_for(transport: Transport, addr: &Address) -> Result<(Domain, SockAddr)> {
     match (transport.is_unix(), addr) {
         (false, Address::Inet(sa)) => Ok((Domain::for_address(*sa), SockAddr::from(*sa))),
@@ -202,9 +229,19 @@ fn set_options(socket: &Socket, t: Transport, addr: &Address, o: &BindOptions) -
 /// a socket is left alone and reported; a socket some live server still
 /// answers on is reported as in use.
 fn remove_stale_socket(path: &Path) -> Result<()> {
+    if check_stale_socket(path)? {
+        fs::remove_file(path)
+            .map_err(|e| Error::socket("remove stale socket", path.display(), e))?;
+    }
+    Ok(())
+}
+
+/// Ok(true) when `path` holds a dead server's socket, Ok(false) when it is
+/// free; an error when it holds something else or a live server.
+fn check_stale_socket(path: &Path) -> Result<bool> {
     let meta = match fs::symlink_metadata(path) {
         Ok(m) => m,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
         Err(e) => return Err(Error::socket("stat", path.display(), e)),
     };
     let ft = meta.file_type();
@@ -230,7 +267,7 @@ fn remove_stale_socket(path: &Path) -> Result<()> {
             std::io::Error::from_raw_os_error(libc::EADDRINUSE),
         ));
     }
-    fs::remove_file(path).map_err(|e| Error::socket("remove stale socket", path.display(), e))
+    Ok(true)
 }
 
 /// True when a stream or datagram server still listens at `path`.

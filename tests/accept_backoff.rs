@@ -12,7 +12,13 @@ use common::{cpu_ticks, wait_until, Conn, Sockserv};
 fn emfile_is_logged_once_backs_off_and_recovers() {
     let server = Sockserv::start_wrapped(
         &["prlimit", "--nofile=32:32"],
-        &["--listen", "127.0.0.1:0", "--policy", "thread"],
+        &[
+            "--no-supervisor",
+            "--listen",
+            "127.0.0.1:0",
+            "--policy",
+            "thread",
+        ],
     );
     // More clients than the server has descriptors; each one the server
     // accepts is answered, the rest wait in the backlog.

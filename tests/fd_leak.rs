@@ -10,6 +10,7 @@ use common::{children, fd_count, wait_until, Conn, Dgram, Sockserv};
 fn connections_leave_no_fds(transport: &str, policy: &str) {
     let (listen, _dir) = common::listen_for(transport);
     let server = Sockserv::start(&[
+        "--no-supervisor",
         "--transport",
         transport,
         "--listen",
@@ -79,7 +80,15 @@ fn datagrams_leave_no_fds_under_any_policy() {
     for t in ["udp", "unix-dgram"] {
         for p in ["sync", "fork", "thread", "pool"] {
             let (listen, _dir) = common::listen_for(t);
-            let server = Sockserv::start(&["--transport", t, "--listen", &listen, "--policy", p]);
+            let server = Sockserv::start(&[
+                "--no-supervisor",
+                "--transport",
+                t,
+                "--listen",
+                &listen,
+                "--policy",
+                p,
+            ]);
             let client = Dgram::new(t, &server.addr);
             assert_eq!(client.request(b"warm").unwrap(), b"warm");
             let baseline = fd_count(server.pid());

@@ -11,7 +11,13 @@ use common::{children, thread_count, wait_until, zombies, Conn, Dgram, Sockserv}
 
 #[test]
 fn no_zombies_remain_after_500_short_connections() {
-    let server = Sockserv::start(&["--listen", "127.0.0.1:0", "--policy", "fork"]);
+    let server = Sockserv::start(&[
+        "--no-supervisor",
+        "--listen",
+        "127.0.0.1:0",
+        "--policy",
+        "fork",
+    ]);
     for i in 0..500 {
         let mut c = Conn::connect("tcp", &server.addr).unwrap();
         let req = format!("req {i}");
@@ -33,6 +39,7 @@ fn no_zombies_remain_after_500_short_connections() {
 #[test]
 fn each_datagram_is_served_by_a_child_and_reaped() {
     let server = Sockserv::start(&[
+        "--no-supervisor",
         "--transport",
         "udp",
         "--listen",
@@ -54,6 +61,7 @@ fn each_datagram_is_served_by_a_child_and_reaped() {
 #[test]
 fn max_children_is_never_exceeded_and_waiting_clients_are_served_later() {
     let server = Sockserv::start(&[
+        "--no-supervisor",
         "--listen",
         "127.0.0.1:0",
         "--policy",
@@ -93,6 +101,7 @@ fn max_children_is_never_exceeded_and_waiting_clients_are_served_later() {
 #[test]
 fn graceful_stop_waits_for_children_in_flight() {
     let server_args = [
+        "--no-supervisor",
         "--listen",
         "127.0.0.1:0",
         "--policy",
@@ -127,7 +136,13 @@ fn graceful_stop_waits_for_children_in_flight() {
 
 #[test]
 fn a_forking_server_stays_single_threaded() {
-    let server = Sockserv::start(&["--listen", "127.0.0.1:0", "--policy", "fork"]);
+    let server = Sockserv::start(&[
+        "--no-supervisor",
+        "--listen",
+        "127.0.0.1:0",
+        "--policy",
+        "fork",
+    ]);
     let mut c = Conn::connect("tcp", &server.addr).unwrap();
     assert_eq!(c.request(b"x", 1).unwrap(), b"x");
     assert_eq!(thread_count(server.pid()), 1);

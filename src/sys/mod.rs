@@ -150,3 +150,17 @@ pub fn recv_from_trunc(
     let uninit = unsafe { &mut *(buf as *mut [u8] as *mut [std::mem::MaybeUninit<u8>]) };
     socket.recv_from_with_flags(uninit, libc::MSG_TRUNC)
 }
+
+/// Makes every delivery of `sig` add one to `counter` (and run no other
+/// code), so a loop can later handle each signal as many times as it came.
+pub fn count_signal(
+    sig: i32,
+    counter: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+) -> io::Result<signal_hook::SigId> {
+    let action = move || {
+        counter.fetch_add(1, Ordering::SeqCst);
+    };
+    // SAFETY: the action only increments a lock-free atomic: async-signal-safe,
+    // no allocation, no lock.
+    unsafe { signal_hook::low_level::register(sig, action) }
+}

@@ -1,0 +1,456 @@
+//! The master: holds the listening socket, forks workers, and keeps them
+//! alive. Its loop reads top to bottom as gunicorn's arbiter: wait, handle
+//! each queued signal, reap, kill stuck workers, then manage the count.
+//!
+//! The master is single-threaded (checked at start), so it may fork and the
+//! worker may run ordinary code. It never handles a request.
+
+use std::io::Read;
+use std::os::fd::{AsFd, AsRawFd, RawFd};
+use std::os::unix::net::UnixStream;
+use std::time::{Duration, Instant};
+
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sys::signal::{kill, Signal};
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::Pid;
+use slog::{crit, error, info, warn, Logger};
+
+use super::restart::{RestartPolicy, Verdict, YOUNG};
+use super::signals::{self, SignalQueue};
+use super::worker::{self, beat, WorkerInit, BOOT_ERROR};
+use super::{systemd, SupervisorConfig};
+use crate::error::{Error, Result};
+use crate::socket::Listener;
+use crate::sys::{self, Forked};
+
+/// One worker as the master sees it.
+struct Worker {
+    pid: i32,
+    generation: u64,
+    started: Instant,
+    last_beat: Instant,
+    ready: bool,
+    /// The master sent TERM, or the worker said it is retiring.
+    leaving: Option<Instant>,
+    heartbeat: UnixStream,
+    heartbeat_open: bool,
+}
+
+/// How the master is stopping.
+#[derive(Debug, Clone, Copy)]
+enum Stop {
+    Graceful { deadline: Instant },
+    Fast,
+}
+
+/// The supervising process's state.
+pub struct Master<'a> {
+    cfg: &'a SupervisorConfig,
+    log: Logger,
+    listener: Option<Listener>,
+    signals: SignalQueue,
+    workers: Vec<Worker>,
+    target: usize,
+    generation: u64,
+    restart: RestartPolicy,
+    stop: Option<Stop>,
+    halt: Option<String>,
+    ready_notified: bool,
+}
+
+impl<'a> Master<'a> {
+    /// Binds (or takes from systemd) the socket and installs the handlers.
+    pub fn new(cfg: &'a SupervisorConfig, log: Logger) -> Result<Master<'a>> {
+        crate::policy::check_single_threaded()?;
+        let mut activated = systemd::listen_fds(cfg.serve.transport)?;
+        if activated.len() > 1 {
+            return Err(Error::Config(format!(
+                "systemd passed {} sockets; sockserv serves one",
+                activated.len()
+            )));
+        }
+        let listener = match activated.pop() {
+            Some(l) => Some(l),
+            None if cfg.reuse_port => None,
+            None => Some(Listener::bind(
+                cfg.serve.transport,
+                &cfg.serve.listen,
+                &cfg.serve.bind,
+            )?),
+        };
+        let signals =
+            SignalQueue::install().map_err(|e| Error::os("install signal handlers", e))?;
+        Ok(Master {
+            cfg,
+            log,
+            listener,
+            signals,
+            workers: Vec::new(),
+            target: cfg.workers.max(1),
+            generation: 0,
+            restart: RestartPolicy::new(cfg.restart_burst, cfg.restart_window),
+            stop: None,
+            halt: None,
+            ready_notified: false,
+        })
+    }
+
+    /// The address clients connect to.
+    pub fn address(&self) -> String {
+        match &self.listener {
+            Some(l) => l.address.to_string(),
+            None => self.cfg.serve.listen.to_string(),
+        }
+    }
+
+    /// Runs until stopped; returns the process exit code (0, or 1 after a
+    /// crash loop or a worker that could not boot).
+    pub fn run(mut self) -> i32 {
+        info!(self.log, "listening";
+              "addr" => self.address(), "transport" => %self.cfg.serve.transport,
+              "policy" => self.cfg.serve.policy.name(), "service" => self.cfg.serve.service.name(),
+              "workers" => self.target);
+        loop {
+            self.manage_workers();
+            if self.stop.is_some() && self.workers.is_empty() {
+                break;
+            }
+            self.wait();
+            self.read_heartbeats();
+            for (sig, n) in self.signals.drain() {
+                self.handle_signal(sig, n);
+            }
+            self.reap_workers();
+            self.murder_workers();
+            self.finish_reload();
+        }
+        systemd::notify("STOPPING=1");
+        let code = match &self.halt {
+            Some(reason) => {
+                crit!(self.log, "master exiting"; "reason" => reason.as_str());
+                1
+            }
+            None => 0,
+        };
+        // Dropping the listener removes the Unix socket file we created.
+        self.listener = None;
+        info!(self.log, "stopped"; "exit_code" => code);
+        code
+    }
+
+    fn wait(&mut self) {
+        let mut limit = Duration::from_secs(1);
+        if let Some(t) = self.cfg.worker_timeout {
+            limit = limit.min(t / 4);
+        }
+        if let Some(at) = self.restart.next_spawn() {
+            let left = at.saturating_duration_since(Instant::now());
+            if !left.is_zero() {
+                limit = limit.min(left);
+            }
+        }
+        let mut fds = vec![PollFd::new(self.signals.wake_source(), PollFlags::POLLIN)];
+        for w in self.workers.iter().filter(|w| w.heartbeat_open) {
+            fds.push(PollFd::new(w.heartbeat.as_fd(), PollFlags::POLLIN));
+        }
+        let ms = limit.as_millis().clamp(1, 1000) as u16;
+        let _ = poll(&mut fds, PollTimeout::from(ms));
+    }
+
+    fn read_heartbeats(&mut self) {
+        let now = Instant::now();
+        for w in self.workers.iter_mut().filter(|w| w.heartbeat_open) {
+            let mut buf = [0u8; 256];
+            loop {
+                match (&w.heartbeat).read(&mut buf) {
+                    Ok(0) => {
+                        w.heartbeat_open = false;
+                        break;
+                    }
+                    Ok(n) => {
+                        w.last_beat = now;
+                        for &b in &buf[..n] {
+                            match b {
+                                beat::READY => w.ready = true,
+                                beat::RETIRING if w.leaving.is_none() => w.leaving = Some(now),
+                                _ => {}
+                            }
+                        }
+                    }
+                    Err(_) => break, // WouldBlock: nothing more for now
+                }
+            }
+            if w.ready && w.leaving.is_none() && now.duration_since(w.started) >= YOUNG {
+                self.restart.worker_stable();
+            }
+        }
+        let all_ready = self.current().all(|w| w.ready) && self.current().count() >= self.target;
+        if !self.ready_notified && self.stop.is_none() && all_ready {
+            self.ready_notified = true;
+            systemd::notify("READY=1");
+        }
+    }
+
+    fn handle_signal(&mut self, sig: i32, count: usize) {
+        if sig != libc::SIGCHLD {
+            info!(self.log, "signal"; "signal" => signals::name(sig), "count" => count);
+        }
+        match sig {
+            libc::SIGTERM => self.begin_stop(false),
+            libc::SIGINT | libc::SIGQUIT => self.begin_stop(true),
+            libc::SIGHUP => self.reload(),
+            libc::SIGTTIN => {
+                self.target += count;
+                info!(self.log, "scale"; "workers" => self.target);
+            }
+            libc::SIGTTOU => {
+                self.target = self.target.saturating_sub(count).max(1);
+                info!(self.log, "scale"; "workers" => self.target);
+            }
+            _ => {} // SIGCHLD: reap_workers runs next
+        }
+    }
+
+    /// Current-generation workers that are not leaving.
+    fn current(&self) -> impl Iterator<Item = &Worker> {
+        let g = self.generation;
+        self.workers
+            .iter()
+            .filter(move |w| w.generation == g && w.leaving.is_none())
+    }
+
+    fn manage_workers(&mut self) {
+        if self.stop.is_some() {
+            return;
+        }
+        let mut live = self.current().count();
+        while live < self.target && self.restart.may_spawn(Instant::now()) {
+            if let Err(e) = self.spawn_worker() {
+                error!(self.log, "cannot start worker"; "error" => %e);
+                break;
+            }
+            live += 1;
+        }
+        if live > self.target {
+            // TTOU: the newest current worker leaves gracefully.
+            let g = self.generation;
+            if let Some(w) = self
+                .workers
+                .iter_mut()
+                .rev()
+                .find(|w| w.generation == g && w.leaving.is_none())
+            {
+                info!(self.log, "stopping worker"; "worker" => w.pid, "reason" => "scale down");
+                w.leaving = Some(Instant::now());
+                terminate(w.pid);
+            }
+        }
+    }
+
+    fn spawn_worker(&mut self) -> Result<()> {
+        let (master_end, worker_end) =
+            UnixStream::pair().map_err(|e| Error::os("socketpair", e))?;
+        master_end
+            .set_nonblocking(true)
+            .map_err(|e| Error::os("set O_NONBLOCK", e))?;
+        let master_pid = std::process::id();
+        // SAFETY: Master::new checked that this process is single-threaded,
+        // so the child may run ordinary code; worker::run ends in _exit.
+        match unsafe { sys::fork() }.map_err(|e| Error::os("fork", e))? {
+            Forked::Child => {
+                let mut close_fds: Vec<RawFd> = self.signals.forget_in_worker().to_vec();
+                close_fds.push(master_end.as_raw_fd());
+                close_fds.extend(self.workers.iter().map(|w| w.heartbeat.as_raw_fd()));
+                let init = WorkerInit {
+                    listener_fd: self.listener.as_ref().map(|l| l.socket.as_raw_fd()),
+                    heartbeat: worker_end,
+                    close_fds,
+                    master_pid,
+                };
+                worker::run(self.cfg, init, &self.log)
+            }
+            Forked::Parent(pid) => {
+                // Also set here, so the group exists before either side runs on.
+                let _ = nix::unistd::setpgid(Pid::from_raw(pid), Pid::from_raw(pid));
+                drop(worker_end);
+                let now = Instant::now();
+                info!(self.log, "worker started"; "worker" => pid, "generation" => self.generation);
+                self.workers.push(Worker {
+                    pid,
+                    generation: self.generation,
+                    started: now,
+                    last_beat: now,
+                    ready: false,
+                    leaving: None,
+                    heartbeat: master_end,
+                    heartbeat_open: true,
+                });
+                Ok(())
+            }
+        }
+    }
+
+    /// Reaps every exited worker (the master's only children) and decides
+    /// about replacing it.
+    fn reap_workers(&mut self) {
+        loop {
+            let status = match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::StillAlive) | Err(_) => return,
+                Ok(s) => s,
+            };
+            let (pid, how, code) = match status {
+                WaitStatus::Exited(pid, code) => {
+                    (pid.as_raw(), format!("exit status {code}"), Some(code))
+                }
+                WaitStatus::Signaled(pid, sig, _) => (
+                    pid.as_raw(),
+                    format!("killed by signal {}", signals::name(sig as i32)),
+                    None,
+                ),
+                _ => continue,
+            };
+            // Whatever the worker left in its group (fork-policy children) goes too.
+            let _ = kill(Pid::from_raw(-pid), Signal::SIGKILL);
+            let Some(i) = self.workers.iter().position(|w| w.pid == pid) else {
+                continue;
+            };
+            let w = self.workers.remove(i);
+            let uptime = w.started.elapsed();
+            if w.leaving.is_some() {
+                // Asked to leave (stop, reload, scale down) or retiring.
+                info!(self.log, "worker exited"; "worker" => pid, "status" => how);
+                continue;
+            }
+            error!(self.log, "worker died"; "worker" => pid, "status" => &how,
+                   "uptime_s" => uptime.as_secs_f64());
+            self.worker_died(code, how, uptime);
+        }
+    }
+
+    fn worker_died(&mut self, code: Option<i32>, how: String, uptime: Duration) {
+        if self.stop.is_some() {
+            return;
+        }
+        if code == Some(BOOT_ERROR) {
+            self.halt = Some(format!("a worker could not start serving ({how})"));
+            self.begin_stop(false);
+            return;
+        }
+        match self.restart.died(Instant::now(), uptime) {
+            Verdict::CrashLoop { deaths } => {
+                self.halt = Some(format!(
+                    "crash loop: {deaths} worker deaths within {:?} (limit {}); last worker: {how}",
+                    self.cfg.restart_window, self.cfg.restart_burst
+                ));
+                self.begin_stop(false);
+            }
+            Verdict::RestartAt(_) if !self.restart.delay().is_zero() => {
+                warn!(self.log, "restarting after backoff";
+                      "delay_ms" => self.restart.delay().as_millis() as u64);
+            }
+            Verdict::RestartAt(_) => {}
+        }
+    }
+
+    /// Kills workers that stopped sending heartbeats, and leaving workers
+    /// that overran the graceful timeout. The whole process group goes.
+    fn murder_workers(&mut self) {
+        let now = Instant::now();
+        let grace = self.cfg.serve.graceful_timeout + Duration::from_secs(1);
+        for w in &mut self.workers {
+            if let Some(since) = w.leaving {
+                if now.duration_since(since) > grace {
+                    warn!(self.log, "worker overran the graceful timeout; killing"; "worker" => w.pid);
+                    signal_group(w.pid, Signal::SIGKILL);
+                }
+                continue;
+            }
+            if let Some(t) = self.cfg.worker_timeout {
+                if now.duration_since(w.last_beat) > t {
+                    error!(self.log, "worker timed out; killing"; "worker" => w.pid,
+                           "silent_s" => now.duration_since(w.last_beat).as_secs_f64());
+                    signal_group(w.pid, Signal::SIGKILL);
+                    w.last_beat = now; // one kill per timeout; reap replaces it
+                }
+            }
+        }
+        if let Some(Stop::Graceful { deadline }) = self.stop {
+            if now >= deadline {
+                for w in &self.workers {
+                    signal_group(w.pid, Signal::SIGKILL);
+                }
+            }
+        }
+    }
+
+    /// HUP: a new generation of workers starts on the same socket; the old
+    /// one is stopped gracefully once the new one serves.
+    fn reload(&mut self) {
+        if self.stop.is_some() {
+            return;
+        }
+        self.generation += 1;
+        systemd::notify("RELOADING=1");
+        self.ready_notified = false;
+        info!(self.log, "reload"; "generation" => self.generation, "workers" => self.target);
+    }
+
+    fn finish_reload(&mut self) {
+        let g = self.generation;
+        let new_ready = self.current().filter(|w| w.ready).count() >= self.target;
+        if !new_ready {
+            return;
+        }
+        let now = Instant::now();
+        for w in self
+            .workers
+            .iter_mut()
+            .filter(|w| w.generation < g && w.leaving.is_none())
+        {
+            info!(self.log, "stopping worker"; "worker" => w.pid, "reason" => "reload");
+            w.leaving = Some(now);
+            terminate(w.pid);
+        }
+    }
+
+    fn begin_stop(&mut self, fast: bool) {
+        let now = Instant::now();
+        match (self.stop, fast) {
+            (Some(Stop::Fast), _) | (Some(Stop::Graceful { .. }), false) => return,
+            _ => {}
+        }
+        systemd::notify("STOPPING=1");
+        if fast {
+            info!(self.log, "stopping"; "mode" => "fast", "workers" => self.workers.len());
+            self.stop = Some(Stop::Fast);
+            for w in &mut self.workers {
+                w.leaving.get_or_insert(now);
+                signal_group(w.pid, Signal::SIGKILL);
+            }
+        } else {
+            let deadline = now + self.cfg.serve.graceful_timeout + Duration::from_secs(1);
+            info!(self.log, "stopping"; "mode" => "graceful", "workers" => self.workers.len(),
+                  "graceful_timeout_s" => self.cfg.serve.graceful_timeout.as_secs_f64());
+            self.stop = Some(Stop::Graceful { deadline });
+            for w in &mut self.workers {
+                w.leaving.get_or_insert(now);
+                terminate(w.pid);
+            }
+        }
+    }
+}
+
+/// Sends `sig` to a worker's process group (its pid), or to the worker
+/// alone if the group does not exist yet.
+fn signal_group(pid: i32, sig: Signal) {
+    if kill(Pid::from_raw(-pid), sig).is_err() {
+        let _ = kill(Pid::from_raw(pid), sig);
+    }
+}
+
+/// Asks a worker to stop gracefully. Only the worker: it stops its own
+/// fork-policy children gracefully in turn.
+fn terminate(pid: i32) {
+    let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
+}
