@@ -299,8 +299,9 @@ impl ForkRunner {
         }
         // A graceful stop sends SIGTERM: finish the reply in hand, then leave.
         let _ = sys::shutdown_read_on_signal(libc::SIGTERM);
-        // If the server dies (even by SIGKILL), its children stop the same way.
-        let _ = sys::set_parent_death_signal(libc::SIGTERM);
+        // A server that dies without closing (SIGKILL) leaves no orphan
+        // serving on: its children are killed too.
+        let _ = sys::set_parent_death_signal(libc::SIGKILL);
         if std::os::unix::process::parent_id() != parent {
             sys::exit_now(1); // the parent died before prctl took effect
         }

@@ -152,8 +152,11 @@ impl Sockserv {
         loop {
             if let Some(st) = child.try_wait().expect("try_wait") {
                 self.child = None;
+                // The reader ends when every holder of the pipe has closed
+                // it; children a test is still checking on may hold it, so
+                // wait for the rest of the log only a bounded time.
                 if let Some(r) = self.reader.take() {
-                    let _ = r.join();
+                    wait_until(Duration::from_secs(2), || r.is_finished());
                 }
                 return Some(st);
             }
@@ -183,9 +186,7 @@ impl Sockserv {
             let _ = c.kill();
             let _ = c.wait();
         }
-        if let Some(r) = self.reader.take() {
-            let _ = r.join();
-        }
+        self.reader.take();
     }
 
     /// The port of an IP address.
@@ -449,4 +450,102 @@ pub fn listen_for(transport: &str) -> (String, Option<tempfile::TempDir>) {
             (path.to_str().unwrap().to_string(), Some(dir))
         }
     }
+}
+
+/// What a [`ClientLoop`] saw.
+#[derive(Debug, Default)]
+pub struct LoopStats {
+    /// Requests answered correctly.
+    pub ok: usize,
+    /// Every failure, described.
+    pub failures: Vec<String>,
+}
+
+/// A client connecting every few milliseconds (one request per connection)
+/// on a thread, until stopped.
+pub struct ClientLoop {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    ok: Arc<std::sync::atomic::AtomicUsize>,
+    thread: Option<std::thread::JoinHandle<Vec<String>>>,
+}
+
+impl ClientLoop {
+    /// Starts the loop against a stream server at `addr`.
+    pub fn start(transport: &str, addr: &str, pause: Duration) -> ClientLoop {
+        use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+        let stop = Arc::new(AtomicBool::new(false));
+        let ok = Arc::new(AtomicUsize::new(0));
+        let (t, a, s, k) = (
+            transport.to_string(),
+            addr.to_string(),
+            Arc::clone(&stop),
+            Arc::clone(&ok),
+        );
+        let thread = std::thread::spawn(move || {
+            let mut failures = Vec::new();
+            let mut i = 0usize;
+            while !s.load(Ordering::SeqCst) {
+                let req = format!("loop request {i}\n");
+                let res =
+                    Conn::connect(&t, &a).and_then(|mut c| c.request(req.as_bytes(), req.len()));
+                match res {
+                    Ok(reply) if reply == req.as_bytes() => {
+                        k.fetch_add(1, Ordering::SeqCst);
+                    }
+                    Ok(reply) => failures.push(format!("request {i}: wrong reply {reply:?}")),
+                    Err(e) => failures.push(format!("request {i}: {e}")),
+                }
+                i += 1;
+                std::thread::sleep(pause);
+            }
+            failures
+        });
+        ClientLoop {
+            stop,
+            ok,
+            thread: Some(thread),
+        }
+    }
+
+    /// Requests answered so far.
+    pub fn ok(&self) -> usize {
+        self.ok.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Waits until `n` more requests than now have been answered.
+    pub fn wait_more(&self, n: usize, limit: Duration) -> bool {
+        let target = self.ok() + n;
+        wait_until(limit, || self.ok() >= target)
+    }
+
+    /// Stops the loop and returns what it saw.
+    pub fn stop(mut self) -> LoopStats {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        let failures = self.thread.take().unwrap().join().unwrap();
+        LoopStats {
+            ok: self.ok(),
+            failures,
+        }
+    }
+}
+
+impl Drop for ClientLoop {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Worker pids of a supervised server: the master's children.
+pub fn workers(master: i32) -> Vec<i32> {
+    let mut w = children(master);
+    w.sort_unstable();
+    w
+}
+
+/// True when `pid` no longer exists (or is a zombie awaiting its reaper).
+pub fn gone(pid: i32) -> bool {
+    matches!(proc_state(pid), None | Some('Z'))
 }
