@@ -249,6 +249,16 @@ impl DatagramRequest {
         &self.ctx
     }
 
+    /// The server socket (to send to other clients, e.g. a chat room).
+    pub fn socket(&self) -> &Arc<Socket> {
+        &self.socket
+    }
+
+    /// The client's kernel address, for `sendto`.
+    pub fn reply_addr(&self) -> &SockAddr {
+        &self.reply_to
+    }
+
     /// Sends `reply` to the client now (finish does it for what is left).
     pub fn send_reply(&mut self) -> io::Result<()> {
         if self.reply.is_empty() {
