@@ -48,13 +48,19 @@ pub struct WorkerInit {
     pub master_pid: u32,
 }
 
-/// Runs a worker to its end; never returns.
+/// Runs a worker to its end; never returns (nor unwinds into the
+/// master's code it was forked from).
 pub fn run(cfg: &SupervisorConfig, init: WorkerInit, log: &Logger) -> ! {
-    let code = match serve(cfg, init, log) {
-        Ok(()) => 0,
-        Err(e) => {
+    let served = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| serve(cfg, init, log)));
+    let code = match served {
+        Ok(Ok(())) => 0,
+        Ok(Err(e)) => {
             crit!(log, "worker cannot serve"; "error" => %e);
             BOOT_ERROR
+        }
+        Err(_) => {
+            crit!(log, "worker panicked");
+            1
         }
     };
     sys::exit_now(code)
