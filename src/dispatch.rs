@@ -4,13 +4,10 @@
 //! forked child.
 
 use std::any::Any;
-use std::collections::HashSet;
 use std::fmt;
 use std::io;
-use std::os::fd::RawFd;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use slog::{debug, Logger};
 
@@ -20,6 +17,7 @@ use crate::handler::{
 };
 use crate::hooks::Hooks;
 use crate::transport::Incoming;
+use crate::watch::Watch;
 
 /// Why a request failed, as passed to [`Hooks::handle_error`].
 #[derive(Debug)]
@@ -56,11 +54,14 @@ impl Dispatch {
     /// Runs `incoming` through a new handler and closes it. Returns false
     /// when the request failed (after reporting it through `handle_error`).
     /// Never panics: a panicking handler is caught and reported.
-    pub fn run(&self, incoming: Incoming, watch: Watch<'_>) -> bool {
+    pub fn run(&self, incoming: Incoming, watch: Watch) -> bool {
         let mut request = match incoming {
-            Incoming::Stream { conn, peer } => {
-                Request::Stream(StreamRequest::new(conn, peer, Arc::clone(&self.ctx)))
-            }
+            Incoming::Stream { conn, peer } => Request::Stream(StreamRequest::watched(
+                conn,
+                peer,
+                Arc::clone(&self.ctx),
+                watch,
+            )),
             Incoming::Datagram {
                 packet,
                 peer,
@@ -74,11 +75,6 @@ impl Dispatch {
                 Arc::clone(&self.ctx),
             )),
         };
-        let fd = match &request {
-            Request::Stream(s) => s.raw_fd(),
-            Request::Datagram(_) => -1,
-        };
-        watch.register(fd);
         let peer = request.peer().clone();
         let outcome = catch_unwind(AssertUnwindSafe(|| self.finish_request(&mut request)));
         let result = match outcome {
@@ -86,7 +82,6 @@ impl Dispatch {
             Err(payload) => Err(RequestError::Panic(panic_message(&*payload))),
         };
         self.ctx.count_handled();
-        watch.unregister(fd);
         if let Request::Stream(s) = request {
             s.shutdown();
         }
@@ -148,88 +143,5 @@ fn panic_message(payload: &(dyn Any + Send)) -> String {
         s.clone()
     } else {
         "non-string panic payload".to_string()
-    }
-}
-
-/// Where a stream connection is recorded while it is served, so a graceful
-/// stop can shut down its read side and wake a handler blocked in `read`.
-#[derive(Clone, Copy)]
-pub enum Watch<'a> {
-    /// Not recorded (datagrams; servers that are not stopping gracefully).
-    None,
-    /// Served on the main thread (Sync, or a forked child): recorded where a
-    /// stop signal's handler can reach it without locks.
-    MainThread,
-    /// Served on another thread: recorded in a registry.
-    Registry(&'a ConnRegistry),
-}
-
-impl Watch<'_> {
-    fn register(self, fd: RawFd) {
-        if fd < 0 {
-            return;
-        }
-        match self {
-            Watch::None => {}
-            Watch::MainThread => crate::sys::set_active_conn(fd),
-            Watch::Registry(r) => r.register(fd),
-        }
-    }
-
-    fn unregister(self, fd: RawFd) {
-        if fd < 0 {
-            return;
-        }
-        match self {
-            Watch::None => {}
-            Watch::MainThread => crate::sys::set_active_conn(-1),
-            Watch::Registry(r) => {
-                r.lock().remove(&fd);
-            }
-        }
-    }
-}
-
-/// The stream connections open in worker threads.
-#[derive(Debug, Default)]
-pub struct ConnRegistry {
-    fds: Mutex<HashSet<RawFd>>,
-    closing: AtomicBool,
-}
-
-impl ConnRegistry {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashSet<RawFd>> {
-        self.fds.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn register(&self, fd: RawFd) {
-        let mut fds = self.lock();
-        fds.insert(fd);
-        if self.closing.load(Ordering::SeqCst) {
-            // Queued before the stop: serve what the client already sent.
-            crate::sys::shutdown_read(fd);
-        }
-    }
-
-    /// Shuts down the read side of every open connection, and of every one
-    /// registered from now on. An fd is removed from the registry before it
-    /// is closed, under the same lock, so this never touches a reused
-    /// descriptor.
-    pub fn shutdown_reads(&self) {
-        let fds = self.lock();
-        self.closing.store(true, Ordering::SeqCst);
-        for &fd in fds.iter() {
-            crate::sys::shutdown_read(fd);
-        }
-    }
-
-    /// Number of connections being served.
-    pub fn len(&self) -> usize {
-        self.lock().len()
-    }
-
-    /// True when no connection is being served.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 }

@@ -16,6 +16,7 @@ use std::time::Duration;
 use socket2::{SockAddr, Socket};
 
 use crate::addr::{Address, Transport};
+use crate::watch::Watch;
 
 /// What a handler does with one request. Override `handle`; `setup` and
 /// `finish` default to doing nothing.
@@ -135,19 +136,42 @@ pub struct StreamRequest {
     reader: BufReader<Socket>,
     peer: Address,
     ctx: Arc<ServerContext>,
+    watch: Watch,
+    used: bool,
 }
 
 impl StreamRequest {
     /// Wraps an accepted connection, applying the idle timeout and TCP_NODELAY.
     pub fn new(conn: Socket, peer: Address, ctx: Arc<ServerContext>) -> StreamRequest {
+        StreamRequest::watched(conn, peer, ctx, Watch::None)
+    }
+
+    /// As `new`, recording the connection for graceful stops (see [`Watch`]).
+    pub fn watched(conn: Socket, peer: Address, ctx: Arc<ServerContext>, watch: Watch) -> Self {
         if ctx.transport == Transport::Tcp && ctx.tcp_nodelay {
             let _ = conn.set_nodelay(true);
         }
         let _ = conn.set_read_timeout(ctx.idle_timeout);
+        watch.register(conn.as_raw_fd());
         StreamRequest {
             reader: BufReader::with_capacity(16 * 1024, conn),
             peer,
             ctx,
+            watch,
+            used: false,
+        }
+    }
+
+    /// True when a graceful stop began and this connection has finished a
+    /// request: its next read is end-of-file.
+    fn stop_now(&self) -> bool {
+        self.used && (self.ctx.is_stopping() || crate::sys::stop_signalled())
+    }
+
+    fn note_read(&mut self, n: usize) {
+        if n > 0 && !self.used {
+            self.used = true;
+            self.watch.mark_used(self.raw_fd());
         }
     }
 
@@ -156,24 +180,35 @@ impl StreamRequest {
         &self.peer
     }
 
-    /// The buffered read side (`rfile`).
+    /// The buffered read side (`rfile`). Reads made directly through it are
+    /// not seen by graceful stops; `read_some` and `read_line` are.
     pub fn reader(&mut self) -> &mut BufReader<Socket> {
         &mut self.reader
     }
 
     /// Reads what is available (at least one byte, or 0 at end of stream),
-    /// draining the read buffer first.
+    /// draining the read buffer first. During a graceful stop, returns 0
+    /// once the connection has been served (handlers that read through
+    /// `read_some` / `read_line` stop between requests on their own).
     pub fn read_some(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        self.reader.read(buf)
+        if self.stop_now() {
+            return Ok(0);
+        }
+        let n = self.reader.read(buf)?;
+        self.note_read(n);
+        Ok(n)
     }
 
     /// Reads one line including its `\n`, reading at most `limit` bytes.
-    /// Returns an empty vector at end of stream.
+    /// Returns 0 (an empty line) at end of stream, and during a graceful
+    /// stop as `read_some` does.
     pub fn read_line(&mut self, limit: usize, line: &mut Vec<u8>) -> io::Result<usize> {
         line.clear();
-        let n = (&mut self.reader)
-            .take(limit as u64)
-            .read_until(b'\n', line)?;
+        if self.stop_now() {
+            return Ok(0);
+        }
+        let n = (&mut self.reader).take(limit as u64).read_until(b'\n', line)?;
+        self.note_read(n);
         Ok(n)
     }
 
@@ -204,6 +239,14 @@ impl StreamRequest {
     /// Python's `shutdown_request`: shut down both directions, then close.
     pub(crate) fn shutdown(self) {
         let _ = self.socket().shutdown(std::net::Shutdown::Both);
+    }
+}
+
+impl Drop for StreamRequest {
+    /// Forgets the connection before its descriptor closes (the fields drop
+    /// after this), so a graceful stop never touches a reused descriptor.
+    fn drop(&mut self) {
+        self.watch.unregister(self.raw_fd());
     }
 }
 

@@ -74,6 +74,7 @@ pub mod socket;
 pub mod supervisor;
 pub mod sys;
 pub mod transport;
+pub mod watch;
 
 pub use addr::{Address, Transport};
 pub use control::ShutdownHandle;

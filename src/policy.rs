@@ -12,13 +12,14 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{bounded, Sender};
-use nix::sys::signal::{kill, Signal};
+use nix::sys::signal::{kill, SigSet, Signal};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 use slog::{debug, error, warn};
 
 use crate::control::Control;
-use crate::dispatch::{ConnRegistry, Dispatch, Watch};
+use crate::dispatch::Dispatch;
+use crate::watch::{ConnRegistry, Watch};
 use crate::error::{Error, Result};
 use crate::sys::{self, Forked};
 use crate::transport::Incoming;
@@ -276,29 +277,37 @@ impl ForkRunner {
 
     fn spawn(&mut self, incoming: Incoming, dispatch: &Dispatch) -> Result<()> {
         let parent = std::process::id();
+        // A graceful stop's SIGTERM waits until the child has its handler.
+        let mask = sys::block_signals(&[libc::SIGTERM]).map_err(|e| Error::os("sigprocmask", e))?;
         // SAFETY: ForkRunner::new and Server::serve_forever checked that this
         // process has one thread, so the child may run ordinary code
         // (allocate, log). The child leaves only through sys::exit_now.
-        match unsafe { sys::fork() } {
+        let forked = unsafe { sys::fork() };
+        if let Ok(Forked::Child) = forked {
+            self.run_child(incoming, dispatch, parent, &mask);
+        }
+        let _ = sys::restore_signals(&mask);
+        match forked {
             Err(e) => Err(Error::os("fork", e)),
             Ok(Forked::Parent(pid)) => {
                 self.children.insert(pid);
                 drop(incoming); // the parent's copy of the connection closes here
                 Ok(())
             }
-            Ok(Forked::Child) => self.run_child(incoming, dispatch, parent),
+            Ok(Forked::Child) => unreachable!("run_child never returns"),
         }
     }
 
     /// The child's whole life: it never returns into the accept loop and
     /// never runs the parent's destructors.
-    fn run_child(&self, incoming: Incoming, dispatch: &Dispatch, parent: u32) -> ! {
+    fn run_child(&self, incoming: Incoming, dispatch: &Dispatch, parent: u32, mask: &SigSet) -> ! {
         if let Some(id) = self.sigchld {
             // The parent's wake-up on SIGCHLD is not the child's business.
             signal_hook::low_level::unregister(id);
         }
         // A graceful stop sends SIGTERM: finish the reply in hand, then leave.
         let _ = sys::shutdown_read_on_signal(libc::SIGTERM);
+        let _ = sys::restore_signals(mask);
         // A server that dies without closing (SIGKILL) leaves no orphan
         // serving on: its children are killed too.
         let _ = sys::set_parent_death_signal(libc::SIGKILL);
@@ -420,7 +429,7 @@ impl ThreadRunner {
         let spawned = std::thread::Builder::new()
             .name("request".into())
             .spawn(move || {
-                dispatch.run(incoming, Watch::Registry(&conns));
+                dispatch.run(incoming, Watch::Registry(Arc::clone(&conns)));
                 inflight.done();
             });
         match spawned {
@@ -477,7 +486,7 @@ impl PoolRunner {
                 .name(format!("pool-{i}"))
                 .spawn(move || {
                     for incoming in rx.iter() {
-                        dispatch.run(incoming, Watch::Registry(&conns));
+                        dispatch.run(incoming, Watch::Registry(Arc::clone(&conns)));
                         if inflight.done() == limit {
                             control.wake(); // the accept loop was paused: resume it
                         }

@@ -44,7 +44,8 @@ fn term_with_a_request_in_flight_answers_it_and_cleans_up() {
         c.write_all(b"in flight").unwrap();
         // The worker accepted it (it logs each request at debug level).
         assert!(server
-            .wait_log(Duration::from_secs(5), |l| l.contains("\"msg\":\"request\""))
+            .wait_log(Duration::from_secs(5), |l| l
+                .contains("\"msg\":\"request\""))
             .is_some());
         let tree = descendants(server.pid());
         server.signal(libc::SIGTERM);

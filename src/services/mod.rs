@@ -74,9 +74,6 @@ impl ServiceHandler {
             if !out.is_empty() {
                 s.write_all(&out)?;
             }
-            if s.server().is_stopping() {
-                return Ok(());
-            }
         }
     }
 }

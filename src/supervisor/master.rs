@@ -255,9 +255,15 @@ impl<'a> Master<'a> {
             .set_nonblocking(true)
             .map_err(|e| Error::os("set O_NONBLOCK", e))?;
         let master_pid = std::process::id();
+        // Signals wait (pending) until the worker has its own handlers.
+        let mask = sys::block_signals(&signals::SIGNALS).map_err(|e| Error::os("sigprocmask", e))?;
         // SAFETY: Master::new checked that this process is single-threaded,
         // so the child may run ordinary code; worker::run ends in _exit.
-        match unsafe { sys::fork() }.map_err(|e| Error::os("fork", e))? {
+        let forked = unsafe { sys::fork() };
+        if !matches!(forked, Ok(Forked::Child)) {
+            let _ = sys::restore_signals(&mask);
+        }
+        match forked.map_err(|e| Error::os("fork", e))? {
             Forked::Child => {
                 let mut close_fds: Vec<RawFd> = self.signals.forget_in_worker().to_vec();
                 close_fds.push(master_end.as_raw_fd());
@@ -267,6 +273,7 @@ impl<'a> Master<'a> {
                     heartbeat: worker_end,
                     close_fds,
                     master_pid,
+                    signal_mask: mask,
                 };
                 worker::run(self.cfg, init, &self.log)
             }

@@ -46,6 +46,9 @@ pub struct WorkerInit {
     pub close_fds: Vec<RawFd>,
     /// The master's pid, to notice if it died before PDEATHSIG was set.
     pub master_pid: u32,
+    /// The signal mask to restore once the worker's handlers are in place
+    /// (the master forks with its signals blocked).
+    pub signal_mask: nix::sys::signal::SigSet,
 }
 
 /// Runs a worker to its end; never returns (nor unwinds into the
@@ -90,6 +93,8 @@ fn serve(cfg: &SupervisorConfig, init: WorkerInit, log: &Logger) -> Result<()> {
     handle
         .stop_on_signal(libc::SIGTERM)
         .map_err(|e| Error::os("install SIGTERM handler", e))?;
+    // A TERM sent while the worker booted is delivered now, to its handler.
+    sys::restore_signals(&init.signal_mask).map_err(|e| Error::os("sigprocmask", e))?;
     let _ = hooks.0.stop.set(handle);
     info!(log, "worker serving"; "addr" => %server.address(), "policy" => cfg.serve.policy.name());
     hooks.send(beat::READY);

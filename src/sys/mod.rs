@@ -7,7 +7,7 @@
 
 use std::io;
 use std::os::fd::RawFd;
-use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 
 /// Calls a libc function and turns `-1` into `io::Error::last_os_error()`.
 macro_rules! syscall {
@@ -96,15 +96,25 @@ pub fn close_fd(fd: RawFd) {
 /// it is writing.
 static ACTIVE_CONN: AtomicI32 = AtomicI32::new(-1);
 
+/// Set once a stop signal arrived (see [`shutdown_read_on_signal`]).
+static STOP_SIGNALLED: AtomicBool = AtomicBool::new(false);
+
 /// Records `fd` as the connection served on the main thread (-1 for none).
 pub fn set_active_conn(fd: RawFd) {
     ACTIVE_CONN.store(fd, Ordering::SeqCst);
 }
 
-/// Makes `sig` shut down the read side of the active connection (see
-/// [`set_active_conn`]), in addition to any other action registered for it.
+/// True once a signal registered with [`shutdown_read_on_signal`] arrived.
+pub fn stop_signalled() -> bool {
+    STOP_SIGNALLED.load(Ordering::SeqCst)
+}
+
+/// Makes `sig` record a stop ([`stop_signalled`]) and shut down the read
+/// side of the active connection (see [`set_active_conn`]), in addition to
+/// any other action registered for it.
 pub fn shutdown_read_on_signal(sig: i32) -> io::Result<signal_hook::SigId> {
     let action = || {
+        STOP_SIGNALLED.store(true, Ordering::SeqCst);
         let fd = ACTIVE_CONN.load(Ordering::SeqCst);
         if fd >= 0 {
             // SAFETY: shutdown(2) is async-signal-safe; a stale fd yields EBADF or
@@ -112,8 +122,8 @@ pub fn shutdown_read_on_signal(sig: i32) -> io::Result<signal_hook::SigId> {
             unsafe { libc::shutdown(fd, libc::SHUT_RD) };
         }
     };
-    // SAFETY: the action only loads an atomic and calls shutdown(2), both
-    // async-signal-safe; it neither allocates nor locks.
+    // SAFETY: the action only stores and loads atomics and calls shutdown(2),
+    // all async-signal-safe; it neither allocates nor locks.
     unsafe { signal_hook::low_level::register(sig, action) }
 }
 
@@ -163,4 +173,25 @@ pub fn count_signal(
     // SAFETY: the action only increments a lock-free atomic: async-signal-safe,
     // no allocation, no lock.
     unsafe { signal_hook::low_level::register(sig, action) }
+}
+
+/// Blocks `sigs` in the calling thread and returns the previous mask. Used
+/// around fork: the child inherits the mask, installs its own handlers,
+/// then unblocks, so a signal sent while it boots waits instead of being
+/// lost or killing it.
+pub fn block_signals(sigs: &[i32]) -> io::Result<nix::sys::signal::SigSet> {
+    use nix::sys::signal::{pthread_sigmask, SigSet, SigmaskHow, Signal};
+    let mut set = SigSet::empty();
+    for &s in sigs {
+        set.add(Signal::try_from(s).map_err(io::Error::from)?);
+    }
+    let mut old = SigSet::empty();
+    pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&set), Some(&mut old)).map_err(io::Error::from)?;
+    Ok(old)
+}
+
+/// Restores a mask saved by [`block_signals`].
+pub fn restore_signals(old: &nix::sys::signal::SigSet) -> io::Result<()> {
+    use nix::sys::signal::{pthread_sigmask, SigmaskHow};
+    pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(old), None).map_err(io::Error::from)
 }
