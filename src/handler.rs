@@ -207,7 +207,9 @@ impl StreamRequest {
         if self.stop_now() {
             return Ok(0);
         }
-        let n = (&mut self.reader).take(limit as u64).read_until(b'\n', line)?;
+        let n = (&mut self.reader)
+            .take(limit as u64)
+            .read_until(b'\n', line)?;
         self.note_read(n);
         Ok(n)
     }

@@ -7,6 +7,7 @@
 
 use std::collections::HashSet;
 use std::os::fd::RawFd;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -19,10 +20,10 @@ use slog::{debug, error, warn};
 
 use crate::control::Control;
 use crate::dispatch::Dispatch;
-use crate::watch::{ConnRegistry, Watch};
 use crate::error::{Error, Result};
 use crate::sys::{self, Forked};
 use crate::transport::Incoming;
+use crate::watch::{ConnRegistry, Watch};
 
 /// How a server runs each request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -248,7 +249,9 @@ pub(crate) struct ForkRunner {
     children: HashSet<i32>,
     control: Arc<Control>,
     listener_fd: Option<RawFd>,
-    sigchld: Option<signal_hook::SigId>,
+    /// Set by SIGCHLD: some child exited since the last reap.
+    exited: Arc<AtomicBool>,
+    sigchld: Vec<signal_hook::SigId>,
 }
 
 impl ForkRunner {
@@ -261,17 +264,22 @@ impl ForkRunner {
         check_single_threaded()?;
         // SIGCHLD wakes the serving loop so it reaps at once and, at the
         // bound, accepts again as soon as a child exits.
-        let sigchld = control
-            .wake_sender()
-            .and_then(|tx| signal_hook::low_level::pipe::register(libc::SIGCHLD, tx))
-            .map_err(|e| Error::os("register SIGCHLD handler", e))?;
+        let exited = Arc::new(AtomicBool::new(false));
+        let register = || -> std::io::Result<Vec<signal_hook::SigId>> {
+            Ok(vec![
+                signal_hook::flag::register(libc::SIGCHLD, Arc::clone(&exited))?,
+                signal_hook::low_level::pipe::register(libc::SIGCHLD, control.wake_sender()?)?,
+            ])
+        };
+        let sigchld = register().map_err(|e| Error::os("register SIGCHLD handler", e))?;
         Ok(ForkRunner {
             max_children,
             block_on_close,
             children: HashSet::new(),
             control: Arc::clone(control),
             listener_fd,
-            sigchld: Some(sigchld),
+            exited,
+            sigchld,
         })
     }
 
@@ -301,7 +309,7 @@ impl ForkRunner {
     /// The child's whole life: it never returns into the accept loop and
     /// never runs the parent's destructors.
     fn run_child(&self, incoming: Incoming, dispatch: &Dispatch, parent: u32, mask: &SigSet) -> ! {
-        if let Some(id) = self.sigchld {
+        for &id in &self.sigchld {
             // The parent's wake-up on SIGCHLD is not the child's business.
             signal_hook::low_level::unregister(id);
         }
@@ -330,8 +338,16 @@ impl ForkRunner {
 
     /// Python's `collect_children(blocking=False)`: waits on each of our own
     /// children with WNOHANG (never on -1, which could steal the status of
-    /// a process some other part of the program started).
+    /// a process some other part of the program started). Does nothing
+    /// unless a SIGCHLD came since the last pass, so a busy server does not
+    /// pay one waitpid per live child on every loop.
     fn reap(&mut self, dispatch: &Dispatch) {
+        if self.exited.swap(false, Ordering::SeqCst) {
+            self.reap_all(dispatch);
+        }
+    }
+
+    fn reap_all(&mut self, dispatch: &Dispatch) {
         self.children.retain(|&pid| {
             match waitpid(Pid::from_raw(pid), Some(WaitPidFlag::WNOHANG)) {
                 Ok(WaitStatus::StillAlive) => true,
@@ -358,7 +374,7 @@ impl ForkRunner {
             return;
         }
         loop {
-            self.reap(dispatch);
+            self.reap_all(dispatch);
             if self.children.is_empty() {
                 return;
             }
@@ -383,7 +399,7 @@ impl ForkRunner {
 
 impl Drop for ForkRunner {
     fn drop(&mut self) {
-        if let Some(id) = self.sigchld.take() {
+        for id in self.sigchld.drain(..) {
             signal_hook::low_level::unregister(id);
         }
     }

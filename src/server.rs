@@ -295,18 +295,22 @@ impl Server {
         let ms = limit.map_or(-1, |l| l.as_millis().min(i32::MAX as u128) as i32);
         let timeout = PollTimeout::try_from(ms).unwrap_or(PollTimeout::NONE);
         let wake = PollFd::new(self.control.wake_source(), PollFlags::POLLIN);
-        let ready = match (&self.listener, watch) {
+        let fired = |fd: &PollFd<'_>| fd.revents().is_some_and(|r| !r.is_empty());
+        let (woken, ready) = match (&self.listener, watch) {
             (Some(l), true) => {
                 let mut fds = [wake, PollFd::new(l.socket.as_fd(), PollFlags::POLLIN)];
                 let _ = poll(&mut fds, timeout);
-                fds[1].revents().is_some_and(|r| !r.is_empty())
+                (fired(&fds[0]), fired(&fds[1]))
             }
             _ => {
-                let _ = poll(&mut [wake], timeout);
-                false
+                let mut fds = [wake];
+                let _ = poll(&mut fds, timeout);
+                (fired(&fds[0]), false)
             }
         };
-        self.control.drain();
+        if woken {
+            self.control.drain();
+        }
         ready
     }
 

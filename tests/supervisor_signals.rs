@@ -229,9 +229,10 @@ fn sigkill_to_the_master_leaves_no_worker_or_worker_child() {
 #[test]
 fn twenty_reloads_leak_no_master_fds() {
     let server = Sockserv::start(&["--listen", "127.0.0.1:0", "--workers", "2"]);
-    assert!(wait_until(Duration::from_secs(5), || workers(server.pid())
-        .len()
-        == 2));
+    // Both workers serve: the master has long closed their ends of the
+    // heartbeat pairs, so its fd count is settled.
+    let serving = |s: &Sockserv, n: usize| s.log_text().matches("worker serving").count() >= n;
+    assert!(wait_until(Duration::from_secs(5), || serving(&server, 2)));
     let baseline = fd_count(server.pid());
     for i in 0..20 {
         let before = workers(server.pid());
@@ -242,10 +243,15 @@ fn twenty_reloads_leak_no_master_fds() {
         });
         assert!(done, "reload {i} did not finish");
     }
-    assert_eq!(
-        fd_count(server.pid()),
-        baseline,
-        "master fds after 20 reloads"
+    // The newest workers are settled once all 42 have logged "serving".
+    assert!(wait_until(Duration::from_secs(5), || serving(&server, 42)));
+    let settled = wait_until(Duration::from_secs(5), || {
+        fd_count(server.pid()) == baseline
+    });
+    assert!(
+        settled,
+        "master fds after 20 reloads: {} (baseline {baseline})",
+        fd_count(server.pid())
     );
-    assert!(children(server.pid()).len() == 2);
+    assert_eq!(children(server.pid()).len(), 2);
 }

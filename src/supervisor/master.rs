@@ -256,7 +256,8 @@ impl<'a> Master<'a> {
             .map_err(|e| Error::os("set O_NONBLOCK", e))?;
         let master_pid = std::process::id();
         // Signals wait (pending) until the worker has its own handlers.
-        let mask = sys::block_signals(&signals::SIGNALS).map_err(|e| Error::os("sigprocmask", e))?;
+        let mask =
+            sys::block_signals(&signals::SIGNALS).map_err(|e| Error::os("sigprocmask", e))?;
         // SAFETY: Master::new checked that this process is single-threaded,
         // so the child may run ordinary code; worker::run ends in _exit.
         let forked = unsafe { sys::fork() };
