@@ -4,15 +4,18 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
-use socketserver::app::{serve_foreground, ServeConfig};
+use socketserver::app::{serve_foreground, ServeConfig, ServiceKind};
 use socketserver::log::{parse_level, stderr_logger, LogFormat};
+use socketserver::services::chat::credential::KdfParams;
+use socketserver::services::chat::{ChatConfig, WORKERS_REFUSAL};
+use socketserver::services::files::FilesConfig;
 use socketserver::services::Builtin;
 use socketserver::supervisor::{self, SupervisorConfig};
 use socketserver::{BindOptions, Policy, Transport};
 
-/// Serve echo, upper, time, discard, delay or cpu over TCP, UDP or Unix
-/// sockets, one request at a time, a process or a thread per request, or
-/// from a thread pool.
+/// Serve echo, upper, time, discard, delay, cpu, a chat room or a file
+/// service over TCP, UDP or Unix sockets, one request at a time, a process
+/// or a thread per request, or from a thread pool.
 #[derive(Parser, Debug)]
 #[command(name = "sockserv", version)]
 struct Args {
@@ -27,9 +30,9 @@ struct Args {
     /// sync, fork, thread or pool.
     #[arg(long, default_value = "thread", value_parser = ["sync", "fork", "thread", "pool"])]
     policy: String,
-    /// echo, upper, time, discard, delay or cpu.
-    #[arg(long, default_value = "echo")]
-    service: Builtin,
+    /// echo, upper, time, discard, delay, cpu, chat or files.
+    #[arg(long, default_value = "echo", value_parser = parse_service)]
+    service: ServiceArg,
     /// Fork policy: most live children at once.
     #[arg(long, default_value_t = 40)]
     max_children: usize,
@@ -61,6 +64,30 @@ struct Args {
     /// cpu service: hashing rounds before each reply.
     #[arg(long, default_value_t = 10_000)]
     cpu_rounds: u32,
+    /// chat, files: the accounts file (chat creates it on the first
+    /// registration; files reads it at each login).
+    #[arg(long, value_name = "FILE")]
+    accounts: Option<std::path::PathBuf>,
+    /// chat, files: argon2id cost of new password hashes, m=KIB,t=PASSES,p=LANES
+    /// (the default is OWASP's minimum; lower it only for tests).
+    #[arg(long, default_value_t = KdfParams::DEFAULT, value_name = "m=KIB,t=N,p=N")]
+    hash_cost: KdfParams,
+    /// chat over udp / unix-dgram: forget a client silent this many seconds.
+    #[arg(long, default_value_t = 600.0)]
+    session_timeout: f64,
+    /// files: the directory holding one directory per user.
+    #[arg(long, value_name = "DIR")]
+    files_root: Option<std::path::PathBuf>,
+    /// files: largest frame accepted (bytes; K, M, G suffixes), larger ones
+    /// close the connection unread.
+    #[arg(long, default_value = "1M", value_parser = parse_size)]
+    max_frame: u64,
+    /// files: largest file a put accepts (bytes; K, M, G suffixes).
+    #[arg(long, default_value = "1G", value_parser = parse_size)]
+    max_file_size: u64,
+    /// files: most bytes one user's files may hold (K, M, G suffixes).
+    #[arg(long, default_value = "10G", value_parser = parse_size)]
+    quota: u64,
     /// Unix socket file mode, octal (e.g. 0660).
     #[arg(long, value_parser = parse_mode)]
     socket_mode: Option<u32>,
@@ -113,6 +140,41 @@ fn parse_mode(s: &str) -> Result<u32, String> {
         .ok_or_else(|| format!("socket mode {s:?} is not an octal mode such as 0660"))
 }
 
+/// `--service`: a built-in, chat or files.
+#[derive(Debug, Clone, Copy)]
+enum ServiceArg {
+    Builtin(Builtin),
+    Chat,
+    Files,
+}
+
+fn parse_service(s: &str) -> Result<ServiceArg, String> {
+    match s {
+        "chat" => Ok(ServiceArg::Chat),
+        "files" => Ok(ServiceArg::Files),
+        _ => s.parse().map(ServiceArg::Builtin).map_err(|_| {
+            format!(
+                "unknown service {s:?} (expected echo, upper, time, discard, delay, cpu, chat or files)"
+            )
+        }),
+    }
+}
+
+/// Bytes with an optional K, M or G (binary) suffix.
+fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let (num, mult) = match t.char_indices().last() {
+        Some((i, 'k' | 'K')) => (&t[..i], 1u64 << 10),
+        Some((i, 'm' | 'M')) => (&t[..i], 1 << 20),
+        Some((i, 'g' | 'G')) => (&t[..i], 1 << 30),
+        _ => (t, 1),
+    };
+    num.parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(mult))
+        .ok_or_else(|| format!("size {s:?} is not a number of bytes such as 4096, 64K, 50M or 2G"))
+}
+
 fn seconds(flag: &str, v: f64) -> Result<Option<Duration>, String> {
     if !v.is_finite() || v < 0.0 {
         return Err(format!(
@@ -153,11 +215,7 @@ fn config(a: &Args) -> Result<ServeConfig, String> {
             (p, None) => p,
         },
     };
-    let service = match a.service {
-        Builtin::Delay(_) => Builtin::Delay(Duration::from_millis(a.delay_ms)),
-        Builtin::Cpu(_) => Builtin::Cpu(a.cpu_rounds),
-        other => other,
-    };
+    let service = service(a)?;
     let cfg = ServeConfig {
         transport: a.transport,
         listen,
@@ -179,7 +237,42 @@ fn config(a: &Args) -> Result<ServeConfig, String> {
     Ok(cfg)
 }
 
+fn service(a: &Args) -> Result<ServiceKind, String> {
+    let accounts = |svc: &str| {
+        a.accounts
+            .clone()
+            .ok_or_else(|| format!("--service {svc} needs --accounts FILE"))
+    };
+    Ok(match a.service {
+        ServiceArg::Builtin(Builtin::Delay(_)) => {
+            ServiceKind::Builtin(Builtin::Delay(Duration::from_millis(a.delay_ms)))
+        }
+        ServiceArg::Builtin(Builtin::Cpu(_)) => ServiceKind::Builtin(Builtin::Cpu(a.cpu_rounds)),
+        ServiceArg::Builtin(other) => ServiceKind::Builtin(other),
+        ServiceArg::Chat => ServiceKind::Chat(ChatConfig {
+            accounts: accounts("chat")?,
+            kdf: a.hash_cost,
+            session_timeout: seconds("--session-timeout", a.session_timeout)?
+                .ok_or("--session-timeout must be more than 0 seconds")?,
+        }),
+        ServiceArg::Files => ServiceKind::Files(FilesConfig {
+            root: a
+                .files_root
+                .clone()
+                .ok_or("--service files needs --files-root DIR")?,
+            accounts: accounts("files")?,
+            max_frame: usize::try_from(a.max_frame).map_err(|_| "--max-frame is too large")?,
+            max_file_size: a.max_file_size,
+            quota: a.quota,
+            kdf: a.hash_cost,
+        }),
+    })
+}
+
 fn supervisor_config(a: &Args, serve: ServeConfig) -> Result<SupervisorConfig, String> {
+    if matches!(serve.service, ServiceKind::Chat(_)) && a.workers > 1 {
+        return Err(WORKERS_REFUSAL.into());
+    }
     if a.reuse_port && a.transport.is_unix() {
         return Err("--reuse-port applies to tcp and udp only".into());
     }

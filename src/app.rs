@@ -11,8 +11,32 @@ use crate::error::{Error, Result};
 use crate::hooks::{AllowList, DefaultHooks, Hooks};
 use crate::policy::Policy;
 use crate::server::{Server, ServerBuilder};
+use crate::services::chat::{Chat, ChatConfig};
+use crate::services::files::{Files, FilesConfig};
 use crate::services::{Builtin, Framing, Service, ServiceHandler};
 use crate::socket::{BindOptions, Listener};
+
+/// What `sockserv --service` serves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ServiceKind {
+    /// echo, upper, time, discard, delay or cpu.
+    Builtin(Builtin),
+    /// The chat room (`crate::services::chat`).
+    Chat(ChatConfig),
+    /// The file service (`crate::services::files`).
+    Files(FilesConfig),
+}
+
+impl ServiceKind {
+    /// The name used on the command line.
+    pub fn name(&self) -> &'static str {
+        match self {
+            ServiceKind::Builtin(b) => b.name(),
+            ServiceKind::Chat(_) => "chat",
+            ServiceKind::Files(_) => "files",
+        }
+    }
+}
 
 /// Everything `sockserv` needs to serve.
 #[derive(Debug, Clone)]
@@ -24,7 +48,7 @@ pub struct ServeConfig {
     /// How requests run.
     pub policy: Policy,
     /// What is served.
-    pub service: Builtin,
+    pub service: ServiceKind,
     /// Socket options.
     pub bind: BindOptions,
     /// Read timeout per stream connection.
@@ -52,6 +76,25 @@ impl ServeConfig {
         if self.allow.iter().any(|_| self.transport.is_unix()) {
             return Err(Error::Config("--allow applies to tcp and udp only".into()));
         }
+        match &self.service {
+            ServiceKind::Builtin(_) => {}
+            _ if self.abort_on.is_some() => {
+                return Err(Error::Config(
+                    "--abort-on applies to the built-in services only".into(),
+                ))
+            }
+            ServiceKind::Chat(_) if matches!(self.policy, Policy::Fork { .. }) => {
+                return Err(Error::Config(crate::services::chat::FORK_REFUSAL.into()))
+            }
+            ServiceKind::Chat(_) => {}
+            ServiceKind::Files(_) if !self.transport.is_stream() => {
+                return Err(Error::Config(format!(
+                    "--service files needs a stream transport (tcp or unix), not {}",
+                    self.transport
+                )))
+            }
+            ServiceKind::Files(f) => f.check().map_err(Error::Config)?,
+        }
         Ok(())
     }
 
@@ -75,25 +118,51 @@ impl ServeConfig {
             Some(l) => ServerBuilder::from_listener(l),
             None => ServerBuilder::new(self.transport, self.listen.clone()),
         };
-        builder
+        let builder = builder
             .policy(self.policy)
             .bind_options(self.bind.clone())
             .idle_timeout(self.idle_timeout)
             .max_packet_size(self.max_packet_size)
             .logger(log.new(o!()))
-            .hooks(hooks)
-            .build(ServiceHandler::factory(self.service()))
+            .hooks(hooks);
+        match &self.service {
+            ServiceKind::Builtin(_) => {
+                let service = self.service().expect("a built-in service");
+                builder.build(ServiceHandler::factory(service))
+            }
+            ServiceKind::Chat(c) => {
+                if self.policy == Policy::Sync && self.transport.is_stream() {
+                    warn!(
+                        log,
+                        "chat under the sync policy serves one stream client at a time; \
+                                use --policy thread or pool"
+                    );
+                }
+                let chat = Chat::open(c.clone(), log.new(o!("service" => "chat")))
+                    .map_err(|e| Error::Config(format!("--service chat: {e}")))?;
+                builder.build(chat.factory())
+            }
+            ServiceKind::Files(f) => {
+                let files = Files::open(f.clone(), log.new(o!("service" => "files")))
+                    .map_err(|e| Error::Config(format!("--service files: {e}")))?;
+                builder.build(files.factory())
+            }
+        }
     }
 
-    /// The service, wrapped so that `abort_on` aborts the process.
-    pub fn service(&self) -> Arc<dyn Service> {
-        match &self.abort_on {
+    /// A built-in service, wrapped so that `abort_on` aborts the process;
+    /// `None` for chat and files, which are not one-reply-per-request.
+    pub fn service(&self) -> Option<Arc<dyn Service>> {
+        let ServiceKind::Builtin(inner) = self.service else {
+            return None;
+        };
+        Some(match &self.abort_on {
             Some(needle) => Arc::new(AbortOn {
-                inner: self.service,
+                inner,
                 needle: needle.clone().into_bytes(),
             }),
-            None => Arc::new(self.service),
-        }
+            None => Arc::new(inner),
+        })
     }
 }
 

@@ -5,6 +5,8 @@
 //! services) is one request; over datagrams, each packet is one.
 
 mod builtin;
+pub mod chat;
+pub mod files;
 mod time;
 
 use std::io;

@@ -1,0 +1,72 @@
+//! `sockcat`: an interactive client for the line services (chat, time,
+//! echo, ...) over tcp, udp, unix or unix-dgram.
+
+use std::io::IsTerminal;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Parser;
+use socketserver::services::chat::client::{read_password, LineClient};
+use socketserver::Transport;
+
+/// Send each line typed to a server and print what comes back.
+#[derive(Parser, Debug)]
+#[command(name = "sockcat", version)]
+struct Args {
+    /// tcp, udp, unix or unix-dgram.
+    #[arg(long, default_value = "tcp")]
+    transport: Transport,
+    /// HOST:PORT, a socket path, or @abstract.
+    addr: String,
+    /// chat: log in as NAME first (password from SOCKCAT_PASSWORD or the terminal).
+    #[arg(long)]
+    name: Option<String>,
+    /// chat: register NAME instead of logging in.
+    #[arg(long, requires = "name")]
+    register: bool,
+    /// chat: coloured names [default: when stdout is a terminal].
+    #[arg(long)]
+    color: Option<bool>,
+    /// Datagrams: seconds to wait for replies after the input ends.
+    #[arg(long, default_value_t = 1.0)]
+    linger: f64,
+}
+
+fn main() -> ExitCode {
+    let a = Args::parse();
+    match run(a) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("sockcat: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(a: Args) -> anyhow::Result<()> {
+    let password = match &a.name {
+        Some(n) => Some(read_password(
+            "SOCKCAT_PASSWORD",
+            &format!("password for {n}: "),
+        )?),
+        None => None,
+    };
+    if !a.linger.is_finite() || a.linger < 0.0 {
+        anyhow::bail!(
+            "--linger {}: must be a non-negative number of seconds",
+            a.linger
+        );
+    }
+    let client = LineClient {
+        transport: a.transport,
+        addr: a.addr,
+        colour: a.name.is_some() && a.color.unwrap_or_else(|| std::io::stdout().is_terminal()),
+        name: a.name,
+        password,
+        register: a.register,
+        linger: Duration::from_secs_f64(a.linger),
+        prompt: std::io::stdin().is_terminal(),
+    };
+    client.run(&mut std::io::stdin().lock(), std::io::stdout())?;
+    Ok(())
+}

@@ -1,0 +1,143 @@
+//! Serving chat sessions over streams and datagrams.
+
+use std::io;
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::addr::Address;
+use crate::handler::{DatagramRequest, Handler, Request, StreamRequest};
+
+use super::parse::MAX_LINE;
+use super::room::{lock, Outlet, SessionId, StreamOutlet, MAX_DATAGRAM_SESSIONS};
+use super::{Chat, WELCOME};
+
+/// The longest line read, with room for `\r\n`.
+const LINE_LIMIT: usize = MAX_LINE + 2;
+
+/// Serves one connection, or one datagram, of a chat room.
+pub struct ChatHandler {
+    chat: Arc<Chat>,
+}
+
+impl ChatHandler {
+    /// A handler for `chat` (see [`Chat::factory`]).
+    pub fn new(chat: Arc<Chat>) -> ChatHandler {
+        ChatHandler { chat }
+    }
+}
+
+impl Handler for ChatHandler {
+    fn handle(&mut self, req: &mut Request) -> io::Result<()> {
+        match req {
+            Request::Stream(s) => serve_stream(&self.chat, s),
+            Request::Datagram(d) => {
+                serve_datagram(&self.chat, d);
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Removes a stream session however its handler ends.
+struct Leave<'a>(&'a Chat, SessionId);
+
+impl Drop for Leave<'_> {
+    fn drop(&mut self) {
+        lock(&self.0.sessions).remove(self.1);
+    }
+}
+
+fn serve_stream(chat: &Chat, s: &mut StreamRequest) -> io::Result<()> {
+    let outlet = Arc::new(StreamOutlet::new(s.socket().try_clone()?));
+    let client = client_key(s.peer(), Some(s.socket()));
+    let id = lock(&chat.sessions).add(Outlet::Stream(Arc::clone(&outlet)), client, None);
+    let _leave = Leave(chat, id);
+    outlet.send(WELCOME.as_bytes())?;
+    let mut line = Vec::with_capacity(256);
+    loop {
+        let n = s.read_line(LINE_LIMIT, &mut line)?;
+        if n == 0 {
+            return Ok(());
+        }
+        let out = if n == LINE_LIMIT && line.last() != Some(&b'\n') {
+            skip_line(s)?;
+            super::Outcome::line(format!(
+                "error: line longer than {MAX_LINE} bytes; nothing was sent"
+            ))
+        } else {
+            chat.handle_line(id, &line)
+        };
+        if !out.reply.is_empty() && outlet.send(out.reply.as_bytes()).is_err() {
+            return Ok(()); // evicted as too slow
+        }
+        if out.quit || s.server().is_stopping() {
+            return Ok(());
+        }
+    }
+}
+
+/// Reads and drops the rest of an over-long line.
+fn skip_line(s: &mut StreamRequest) -> io::Result<()> {
+    let mut junk = Vec::with_capacity(LINE_LIMIT);
+    loop {
+        let n = s.read_line(64 * 1024, &mut junk)?;
+        if n == 0 || junk.last() == Some(&b'\n') {
+            return Ok(());
+        }
+    }
+}
+
+fn serve_datagram(chat: &Chat, d: &mut DatagramRequest) {
+    if matches!(d.peer(), Address::Unnamed) {
+        return; // An unbound Unix client cannot be answered.
+    }
+    let addr = d.peer().to_string();
+    let now = Instant::now();
+    let ttl = chat.cfg.session_timeout;
+    let (id, new) = {
+        let mut sessions = lock(&chat.sessions);
+        match sessions.touch_datagram(&addr, now, ttl) {
+            Some(id) => (id, false),
+            None if sessions.datagram_count() >= MAX_DATAGRAM_SESSIONS => {
+                d.reply
+                    .extend_from_slice(b"error: too many sessions; try again later\n");
+                return;
+            }
+            None => {
+                let outlet = Outlet::Datagram {
+                    socket: Arc::clone(d.socket()),
+                    to: d.reply_addr().clone(),
+                };
+                let client = client_key(d.peer(), None);
+                (sessions.add(outlet, client, Some(addr)), true)
+            }
+        }
+    };
+    if new {
+        d.reply.extend_from_slice(WELCOME.as_bytes());
+    }
+    let out = if d.packet.len() > LINE_LIMIT {
+        super::Outcome::line(format!(
+            "error: line longer than {MAX_LINE} bytes; nothing was sent"
+        ))
+    } else {
+        chat.handle_line(id, &d.packet)
+    };
+    d.reply.extend_from_slice(out.reply.as_bytes());
+    if out.quit {
+        lock(&chat.sessions).remove(id);
+    }
+}
+
+/// The rate-limit key of a client: its IP address (any port), the uid of
+/// a local stream peer, or its socket path.
+fn client_key(peer: &Address, socket: Option<&socket2::Socket>) -> String {
+    use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
+    match peer {
+        Address::Inet(sa) => format!("addr:{}", sa.ip()),
+        _ => match socket.and_then(|s| getsockopt(s, PeerCredentials).ok()) {
+            Some(cred) => format!("uid:{}", cred.uid()),
+            None => format!("addr:{peer}"),
+        },
+    }
+}
