@@ -24,6 +24,28 @@ struct Cli {
 enum Cmd {
     /// One report from histogram files saved with --hist (e.g. on several hosts).
     Merge(MergeArgs),
+    /// A Markdown table (stdout) and an SVG chart from a directory of
+    /// comparison results written by scripts/compare.sh.
+    Report(ReportArgs),
+}
+
+#[derive(Args, Debug)]
+struct ReportArgs {
+    /// The results directory.
+    #[arg(value_name = "DIR")]
+    dir: PathBuf,
+    /// Write the chart (SVG) here.
+    #[arg(long, value_name = "FILE")]
+    chart: Option<PathBuf>,
+}
+
+fn report(a: &ReportArgs) -> anyhow::Result<Verdict> {
+    let results = load::compare::read_dir(&a.dir)?;
+    print!("{}", load::compare::markdown(&results));
+    if let Some(path) = &a.chart {
+        load::chart::draw(&results, path)?;
+    }
+    Ok(Verdict::Pass)
 }
 
 #[derive(Args, Debug)]
@@ -154,6 +176,7 @@ fn main() {
 fn real_main() -> i32 {
     let cli = Cli::parse(); // usage errors exit 2 here
     let result = match cli.cmd {
+        Some(Cmd::Report(r)) => report(&r),
         Some(Cmd::Merge(m)) => load::merge(
             &m.files,
             m.max_error_rate,

@@ -8,7 +8,9 @@
 //! The command-line contract and every `--json` field are documented in
 //! `SOCKLOAD.md`.
 
+pub mod chart;
 mod client;
+pub mod compare;
 mod histfile;
 mod merge;
 mod plan;

@@ -1,0 +1,251 @@
+//! `sockload report DIR`: turns a directory of comparison results (written
+//! by `scripts/compare.sh`) into a Markdown table and an SVG chart.
+//!
+//! Each `*.json` file in the directory is one of:
+//! - a load cell: `{"kind":"cell","server","policy","transport","workload",
+//!   "load":{sockload --json},"peak":{"rss_kib","pss_kib","processes","threads"}}`
+//! - an idle-memory measurement: `{"kind":"idle","server","policy",
+//!   "transport","connections","pss_before_kib","pss_after_kib",
+//!   "rss_before_kib","rss_after_kib","processes","threads"}`
+
+use std::collections::BTreeSet;
+use std::fmt::Write as _;
+use std::path::Path;
+
+use anyhow::Context;
+use serde::Deserialize;
+
+/// One load run against one server configuration.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Cell {
+    /// `sockserv`, `python` or `raw`.
+    pub server: String,
+    /// The policy label (`sync`, `fork`, `thread`, `pool`, `prefork`, `py-fork`, ...).
+    pub policy: String,
+    /// tcp, unix, udp or unix-dgram.
+    pub transport: String,
+    /// persistent, connect, delay or cpu.
+    pub workload: String,
+    /// sockload's `--json` report.
+    pub load: Load,
+    /// Peaks over the server's process tree during the run.
+    pub peak: Peak,
+}
+
+/// The parts of sockload's report the comparison uses.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Load {
+    /// Requests per second over the measured period.
+    pub requests_per_s: f64,
+    /// Failed requests.
+    pub errors_total: u64,
+    /// Latency percentiles.
+    pub latency: Latency,
+}
+
+/// Latency percentiles in microseconds.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Latency {
+    /// Median.
+    pub p50_us: u64,
+    /// 99th percentile.
+    pub p99_us: u64,
+    /// 99.9th percentile.
+    pub p999_us: u64,
+}
+
+/// Peak resources of a server's process tree.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct Peak {
+    /// Resident set size summed over the tree.
+    pub rss_kib: u64,
+    /// Proportional set size summed over the tree.
+    pub pss_kib: u64,
+    /// Processes in the tree.
+    pub processes: u64,
+    /// Threads in the tree.
+    pub threads: u64,
+}
+
+/// Memory held by idle connections.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Idle {
+    /// `sockserv`, `python` or `raw`.
+    pub server: String,
+    /// The policy label.
+    pub policy: String,
+    /// The transport.
+    pub transport: String,
+    /// Idle connections held.
+    pub connections: u64,
+    /// PSS of the tree before the connections.
+    pub pss_before_kib: u64,
+    /// PSS of the tree while they are held.
+    pub pss_after_kib: u64,
+    /// Processes in the tree while they are held.
+    pub processes: u64,
+    /// Threads in the tree while they are held.
+    pub threads: u64,
+}
+
+impl Idle {
+    /// PSS cost per idle connection, in KiB.
+    pub fn per_connection_kib(&self) -> f64 {
+        let delta = self.pss_after_kib.saturating_sub(self.pss_before_kib) as f64;
+        delta / self.connections.max(1) as f64
+    }
+}
+
+/// Everything read from a results directory.
+#[derive(Debug, Default)]
+pub struct Results {
+    /// Load cells, in file-name order.
+    pub cells: Vec<Cell>,
+    /// Idle-memory measurements.
+    pub idle: Vec<Idle>,
+}
+
+/// Reads every `*.json` file in `dir`.
+pub fn read_dir(dir: &Path) -> anyhow::Result<Results> {
+    let mut paths: Vec<_> = std::fs::read_dir(dir)
+        .with_context(|| format!("read results directory {}", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "json"))
+        .collect();
+    paths.sort();
+    let mut out = Results::default();
+    for path in paths {
+        let text =
+            std::fs::read_to_string(&path).with_context(|| format!("read {}", path.display()))?;
+        let value: serde_json::Value =
+            serde_json::from_str(&text).with_context(|| format!("parse {}", path.display()))?;
+        match value.get("kind").and_then(|k| k.as_str()) {
+            Some("cell") => out.cells.push(
+                serde_json::from_value(value)
+                    .with_context(|| format!("cell {}", path.display()))?,
+            ),
+            Some("idle") => out.idle.push(
+                serde_json::from_value(value)
+                    .with_context(|| format!("idle {}", path.display()))?,
+            ),
+            _ => {} // not a comparison file (e.g. a raw sockload report)
+        }
+    }
+    Ok(out)
+}
+
+/// Distinct values in first-seen order.
+pub fn distinct<'a>(items: impl Iterator<Item = &'a str>) -> Vec<String> {
+    let mut seen = BTreeSet::new();
+    items
+        .filter(|s| seen.insert(s.to_string()))
+        .map(str::to_string)
+        .collect()
+}
+
+/// The Markdown tables: one per workload and transport, then idle memory.
+pub fn markdown(r: &Results) -> String {
+    let mut md = String::new();
+    for workload in distinct(r.cells.iter().map(|c| c.workload.as_str())) {
+        for transport in distinct(r.cells.iter().map(|c| c.transport.as_str())) {
+            let rows: Vec<&Cell> = r
+                .cells
+                .iter()
+                .filter(|c| c.workload == workload && c.transport == transport)
+                .collect();
+            if rows.is_empty() {
+                continue;
+            }
+            let _ = writeln!(md, "\n#### {workload} over {transport}\n");
+            md.push_str("| policy | req/s | p50 µs | p99 µs | p99.9 µs | errors | peak PSS MiB | peak procs | peak threads |\n");
+            md.push_str("|---|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+            for c in rows {
+                let _ = writeln!(
+                    md,
+                    "| {} | {:.0} | {} | {} | {} | {} | {:.1} | {} | {} |",
+                    c.policy,
+                    c.load.requests_per_s,
+                    c.load.latency.p50_us,
+                    c.load.latency.p99_us,
+                    c.load.latency.p999_us,
+                    c.load.errors_total,
+                    c.peak.pss_kib as f64 / 1024.0,
+                    c.peak.processes,
+                    c.peak.threads
+                );
+            }
+        }
+    }
+    if !r.idle.is_empty() {
+        md.push_str("\n#### memory held by idle connections\n\n");
+        md.push_str("| policy | transport | connections | PSS before MiB | PSS after MiB | KiB per connection | processes | threads |\n");
+        md.push_str("|---|---|---:|---:|---:|---:|---:|---:|\n");
+        for i in &r.idle {
+            let _ = writeln!(
+                md,
+                "| {} | {} | {} | {:.1} | {:.1} | {:.1} | {} | {} |",
+                i.policy,
+                i.transport,
+                i.connections,
+                i.pss_before_kib as f64 / 1024.0,
+                i.pss_after_kib as f64 / 1024.0,
+                i.per_connection_kib(),
+                i.processes,
+                i.threads
+            );
+        }
+    }
+    md
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cell(policy: &str, workload: &str, rate: f64) -> String {
+        format!(
+            r#"{{"kind":"cell","server":"sockserv","policy":"{policy}","transport":"tcp","workload":"{workload}",
+            "load":{{"requests_per_s":{rate},"errors_total":0,"latency":{{"p50_us":10,"p99_us":90,"p999_us":200}}}},
+            "peak":{{"rss_kib":4096,"pss_kib":2048,"processes":3,"threads":3}}}}"#
+        )
+    }
+
+    #[test]
+    fn reads_cells_and_idle_files_and_renders_tables() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("a.json"), cell("fork", "connect", 1234.4)).unwrap();
+        std::fs::write(dir.path().join("b.json"), cell("thread", "connect", 2000.0)).unwrap();
+        std::fs::write(
+            dir.path().join("c.json"),
+            r#"{"kind":"idle","server":"sockserv","policy":"fork","transport":"tcp","connections":100,
+               "pss_before_kib":1000,"pss_after_kib":11000,"processes":101,"threads":101}"#,
+        )
+        .unwrap();
+        std::fs::write(dir.path().join("notes.txt"), "ignored").unwrap();
+        let r = read_dir(dir.path()).unwrap();
+        assert_eq!(r.cells.len(), 2);
+        assert_eq!(r.idle[0].per_connection_kib(), 100.0);
+        let md = markdown(&r);
+        assert!(md.contains("#### connect over tcp"), "{md}");
+        assert!(
+            md.contains("| fork | 1234 | 10 | 90 | 200 | 0 | 2.0 | 3 | 3 |"),
+            "{md}"
+        );
+        assert!(
+            md.contains("| fork | tcp | 100 | 1.0 | 10.7 | 100.0 | 101 | 101 |"),
+            "{md}"
+        );
+    }
+
+    #[test]
+    fn a_malformed_cell_is_an_error_naming_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("bad.json"),
+            r#"{"kind":"cell","policy":"x"}"#,
+        )
+        .unwrap();
+        let err = format!("{:#}", read_dir(dir.path()).unwrap_err());
+        assert!(err.contains("bad.json"), "{err}");
+    }
+}
