@@ -46,17 +46,43 @@ pub fn parse_level(s: &str) -> Result<Level, String> {
 pub fn stderr_logger(format: LogFormat, level: Level) -> Logger {
     match format {
         LogFormat::Term => {
-            let decorator = slog_term::PlainSyncDecorator::new(std::io::stderr());
+            let decorator = slog_term::PlainSyncDecorator::new(RecordWriter::default());
             let drain = slog_term::FullFormat::new(decorator).build();
             finish(drain, level)
         }
         LogFormat::Json => {
-            let drain = slog_json::Json::new(std::io::stderr())
+            let drain = slog_json::Json::new(RecordWriter::default())
                 .add_default_keys()
                 .set_flush(true)
                 .build();
             finish(drain, level)
         }
+    }
+}
+
+/// Collects one log record and writes it to stderr with a single write(2)
+/// when the formatter flushes at the end of the record. The master, its
+/// workers and fork children share stderr; written piecemeal, their
+/// records would interleave mid-line. A write of under PIPE_BUF (4096)
+/// bytes to a pipe is atomic.
+#[derive(Default)]
+struct RecordWriter {
+    buf: Vec<u8>,
+}
+
+impl std::io::Write for RecordWriter {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.buf.extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let res = std::io::stderr().lock().write_all(&self.buf);
+        self.buf.clear();
+        res
     }
 }
 
