@@ -252,6 +252,7 @@ pub(crate) struct ForkRunner {
     /// Set by SIGCHLD: some child exited since the last reap.
     exited: Arc<AtomicBool>,
     sigchld: Vec<signal_hook::SigId>,
+    single: sys::SingleThreaded,
 }
 
 impl ForkRunner {
@@ -261,7 +262,7 @@ impl ForkRunner {
         control: &Arc<Control>,
         listener_fd: Option<RawFd>,
     ) -> Result<ForkRunner> {
-        check_single_threaded()?;
+        let single = check_single_threaded()?;
         // SIGCHLD wakes the serving loop so it reaps at once and, at the
         // bound, accepts again as soon as a child exits.
         let exited = Arc::new(AtomicBool::new(false));
@@ -280,6 +281,7 @@ impl ForkRunner {
             listener_fd,
             exited,
             sigchld,
+            single,
         })
     }
 
@@ -287,10 +289,9 @@ impl ForkRunner {
         let parent = std::process::id();
         // A graceful stop's SIGTERM waits until the child has its handler.
         let mask = sys::block_signals(&[libc::SIGTERM]).map_err(|e| Error::os("sigprocmask", e))?;
-        // SAFETY: ForkRunner::new and Server::serve_forever checked that this
-        // process has one thread, so the child may run ordinary code
-        // (allocate, log). The child leaves only through sys::exit_now.
-        let forked = unsafe { sys::fork() };
+        // The proof was taken when the runner was built, and serve_forever
+        // checks again; the child leaves only through sys::exit_now.
+        let forked = sys::fork(&self.single);
         if let Ok(Forked::Child) = forked {
             self.run_child(incoming, dispatch, parent, &mask);
         }
@@ -406,15 +407,14 @@ impl Drop for ForkRunner {
 }
 
 /// Fails unless this process has exactly one thread (see `sys::fork`).
-pub(crate) fn check_single_threaded() -> Result<()> {
-    let n = sys::thread_count().map_err(|e| Error::os("read /proc/self/task", e))?;
-    if n != 1 {
-        return Err(Error::Config(format!(
-            "the fork policy needs a single-threaded process, and this one has {n} threads: \
+pub(crate) fn check_single_threaded() -> Result<sys::SingleThreaded> {
+    match sys::SingleThreaded::check().map_err(|e| Error::os("read /proc/self/task", e))? {
+        Ok(proof) => Ok(proof),
+        Err(n) => Err(Error::Config(format!(
+            "forking needs a single-threaded process, and this one has {n} threads: \
              a child forked beside other threads could deadlock on a lock they held"
-        )));
+        ))),
     }
-    Ok(())
 }
 
 fn wait_readable(control: &Control, limit: Duration) {

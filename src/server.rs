@@ -224,7 +224,7 @@ impl Server {
     /// between `service_actions` calls.
     pub fn serve_forever(&mut self, poll_interval: Duration) -> Result<()> {
         if matches!(self.policy, Policy::Fork { .. }) {
-            check_single_threaded()?;
+            check_single_threaded()?; // threads may have started since build
         }
         self.control.begin();
         while !self.control.stop_requested() {

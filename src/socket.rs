@@ -2,7 +2,7 @@
 //! listen; or adopting an inherited descriptor.
 
 use std::fs;
-use std::os::fd::{FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{OwnedFd, RawFd};
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -109,11 +109,8 @@ impl Listener {
     ///
     /// The caller hands over ownership of `fd`: nothing else may close it.
     pub fn from_raw_fd(fd: RawFd, transport: Transport) -> Result<Listener> {
-        if fd < 0 || nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_GETFD).is_err() {
-            return Err(Error::Config(format!("fd {fd} is not an open descriptor")));
-        }
-        // SAFETY: fd is open (checked above) and the caller transfers ownership.
-        let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+        let owned = crate::sys::adopt_fd(fd)
+            .map_err(|e| Error::Config(format!("fd {fd} is not an open descriptor: {e}")))?;
         Listener::from_fd(owned, transport)
     }
 

@@ -57,12 +57,14 @@ pub struct Master<'a> {
     stop: Option<Stop>,
     halt: Option<String>,
     ready_notified: bool,
+    /// Checked at start; the master never starts a thread.
+    single: sys::SingleThreaded,
 }
 
 impl<'a> Master<'a> {
     /// Binds (or takes from systemd) the socket and installs the handlers.
     pub fn new(cfg: &'a SupervisorConfig, log: Logger) -> Result<Master<'a>> {
-        crate::policy::check_single_threaded()?;
+        let single = crate::policy::check_single_threaded()?;
         let mut activated = systemd::listen_fds(cfg.serve.transport)?;
         if activated.len() > 1 {
             return Err(Error::Config(format!(
@@ -93,6 +95,7 @@ impl<'a> Master<'a> {
             stop: None,
             halt: None,
             ready_notified: false,
+            single,
         })
     }
 
@@ -258,9 +261,8 @@ impl<'a> Master<'a> {
         // Signals wait (pending) until the worker has its own handlers.
         let mask =
             sys::block_signals(&signals::SIGNALS).map_err(|e| Error::os("sigprocmask", e))?;
-        // SAFETY: Master::new checked that this process is single-threaded,
-        // so the child may run ordinary code; worker::run ends in _exit.
-        let forked = unsafe { sys::fork() };
+        // The master never starts a thread; worker::run ends in _exit.
+        let forked = sys::fork(&self.single);
         if !matches!(forked, Ok(Forked::Child)) {
             let _ = sys::restore_signals(&mask);
         }

@@ -32,18 +32,37 @@ pub enum Forked {
     Parent(i32),
 }
 
+/// Proof that this process was checked to have a single thread: the
+/// precondition for forking and running ordinary code in the child.
+/// Obtained from [`SingleThreaded::check`]; hold it only in code that
+/// spawns no threads itself (the supervisor master, a fork-policy server).
+#[derive(Debug)]
+pub struct SingleThreaded(());
+
+impl SingleThreaded {
+    /// Returns the proof when `/proc/self/task` lists exactly one thread,
+    /// or the number of threads found.
+    pub fn check() -> io::Result<Result<SingleThreaded, usize>> {
+        let n = thread_count()?;
+        Ok(if n == 1 {
+            Ok(SingleThreaded(()))
+        } else {
+            Err(n)
+        })
+    }
+}
+
 /// Forks the calling process.
 ///
-/// # Safety
-/// After fork only the calling thread exists in the child. If the parent had
-/// other threads, they may have held locks (the allocator's, a logger's) at
-/// the instant of the fork; the child must then make only async-signal-safe
-/// calls until it `execve`s or calls [`exit_now`]. Callers in this crate fork
-/// only from a process they have checked is single-threaded
-/// ([`thread_count`] == 1), where the child may run ordinary code. The child
-/// must never return into the caller's code paths that assume it is the
-/// parent: it finishes with [`exit_now`].
-pub unsafe fn fork() -> io::Result<Forked> {
+/// After fork only the calling thread exists in the child. Had the parent
+/// other threads, they could hold locks (the allocator's, a logger's) at
+/// the instant of the fork, and the child could then only make
+/// async-signal-safe calls. The `SingleThreaded` proof rules that out, so
+/// the child may run ordinary code. The child must never return into the
+/// parent's code paths: it finishes with [`exit_now`].
+pub fn fork(_proof: &SingleThreaded) -> io::Result<Forked> {
+    // SAFETY: the proof says this process had one thread when checked, and
+    // its holders spawn none, so no lock can be held by a vanished thread.
     match syscall!(fork())? {
         0 => Ok(Forked::Child),
         pid => Ok(Forked::Parent(pid)),
@@ -194,4 +213,18 @@ pub fn block_signals(sigs: &[i32]) -> io::Result<nix::sys::signal::SigSet> {
 pub fn restore_signals(old: &nix::sys::signal::SigSet) -> io::Result<()> {
     use nix::sys::signal::{pthread_sigmask, SigmaskHow};
     pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(old), None).map_err(io::Error::from)
+}
+
+/// Takes ownership of an inherited descriptor number (fd 3 from systemd,
+/// or the master's socket in a worker) after checking that it is open.
+/// The caller must be its only owner: nothing else may close it.
+pub fn adopt_fd(fd: RawFd) -> io::Result<std::os::fd::OwnedFd> {
+    use std::os::fd::FromRawFd;
+    if fd < 0 {
+        return Err(io::Error::from_raw_os_error(libc::EBADF));
+    }
+    syscall!(fcntl(fd, libc::F_GETFD))?;
+    // SAFETY: fd is open (F_GETFD succeeded) and the caller hands over
+    // ownership, so exactly one OwnedFd will close it.
+    Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) })
 }
