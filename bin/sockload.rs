@@ -1,4 +1,4 @@
-//! `sockload`: load generator for socketserver servers (see SOCKLOAD.md).
+//! `sockload`: load generator for socketserver servers (see the README's sockload section).
 
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;

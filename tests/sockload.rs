@@ -392,14 +392,15 @@ fn field_paths(v: &Value, prefix: &str, out: &mut Vec<String>) {
     }
 }
 
-/// The field paths SOCKLOAD.md documents: first cells of its tables, like `` `latency.p99_us` ``.
+/// The field paths the README documents: first cells of the tables in its
+/// "sockload JSON output" section, like `` `latency.p99_us` ``.
 fn documented_fields() -> Vec<String> {
-    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/SOCKLOAD.md")).unwrap();
+    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
     let section = doc
-        .split("## JSON output")
+        .split("### sockload JSON output")
         .nth(1)
-        .expect("SOCKLOAD.md has a JSON output section");
-    let section = section.split("\n## ").next().unwrap();
+        .expect("README.md has a sockload JSON output section");
+    let section = section.split("\n#").next().unwrap();
     section
         .lines()
         .filter_map(|l| l.strip_prefix("| `")?.split('`').next().map(str::to_string))
@@ -442,7 +443,7 @@ fn json_report_carries_every_documented_field() {
     for f in &present {
         assert!(
             documented.contains(f),
-            "--json field {f} is not documented in SOCKLOAD.md"
+            "--json field {f} is not documented in README.md"
         );
     }
     for f in &documented {

@@ -6,7 +6,7 @@
 //! request's intended send time, so a stalled server cannot hide its stall.
 //!
 //! The command-line contract and every `--json` field are documented in
-//! `SOCKLOAD.md`.
+//! README.md (section "sockload").
 
 pub mod chart;
 mod client;

@@ -1,5 +1,5 @@
 //! The report: one JSON object (`--json`) or a human summary.
-//! Every field is documented in `SOCKLOAD.md`.
+//! Every field is documented in README.md (section "sockload").
 
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
@@ -14,7 +14,7 @@ use super::{Config, Stop, Verdict};
 /// Version of the `--json` schema; bumped on incompatible changes.
 pub const FORMAT_VERSION: u32 = 1;
 
-/// What `--json` prints: one object, field by field as in `SOCKLOAD.md`.
+/// What `--json` prints: one object, field by field as in README.md (section "sockload").
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
     /// Schema version ([`FORMAT_VERSION`]).
