@@ -54,11 +54,12 @@ impl ServiceHandler {
     }
 
     fn serve_stream(&self, s: &mut StreamRequest) -> io::Result<()> {
-        let mut input = vec![0u8; 64 * 1024];
-        let mut out = Vec::with_capacity(64 * 1024);
+        // Uninitialised capacity: only the bytes received touch memory.
+        let mut input = Vec::with_capacity(16 * 1024);
+        let mut out = Vec::new();
         loop {
             let n = match self.service.framing() {
-                Framing::Chunk => s.read_some(&mut input)?,
+                Framing::Chunk => s.read_chunk(&mut input)?,
                 Framing::Line => s.read_line(MAX_LINE, &mut input)?,
             };
             if n == 0 {
