@@ -8,6 +8,7 @@
 //! after `finish`.
 
 use std::io::{self, Read, Write};
+use std::mem::MaybeUninit;
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -155,14 +156,10 @@ impl StreamRequest {
         StreamRequest::watched(conn, peer, ctx, Watch::None)
     }
 
-    /// As `new`, recording the connection for graceful stops (see [`Watch`]).
+    /// As `new`, recording the connection for graceful stops (see
+    /// [`Watch`]). Makes no system call: the socket options are applied
+    /// by [`StreamRequest::apply_options`], in the process that serves.
     pub fn watched(conn: Socket, peer: Address, ctx: Arc<ServerContext>, watch: Watch) -> Self {
-        if ctx.transport == Transport::Tcp && ctx.tcp_nodelay {
-            let _ = conn.set_nodelay(true);
-        }
-        if ctx.idle_timeout.is_some() {
-            let _ = conn.set_read_timeout(ctx.idle_timeout);
-        }
         watch.register(conn.as_raw_fd());
         StreamRequest {
             socket: conn,
@@ -172,6 +169,17 @@ impl StreamRequest {
             ctx,
             watch,
             used: false,
+        }
+    }
+
+    /// Applies the idle timeout and TCP_NODELAY (the server calls this
+    /// before `setup`).
+    pub fn apply_options(&self) {
+        if self.ctx.transport == Transport::Tcp && self.ctx.tcp_nodelay {
+            let _ = self.socket.set_nodelay(true);
+        }
+        if self.ctx.idle_timeout.is_some() {
+            let _ = self.socket.set_read_timeout(self.ctx.idle_timeout);
         }
     }
 
@@ -211,6 +219,23 @@ impl StreamRequest {
         };
         self.note_read(n);
         Ok(n)
+    }
+
+    /// As `read_some`, into uninitialised memory (a stack buffer, say):
+    /// only the bytes received are written. Returns them.
+    pub fn read_uninit<'b>(&mut self, buf: &'b mut [MaybeUninit<u8>]) -> io::Result<&'b mut [u8]> {
+        if self.stop_now() || buf.is_empty() {
+            return Ok(&mut []);
+        }
+        let got = if self.taken < self.pending.len() {
+            let got = crate::sys::copy_uninit(buf, &self.pending[self.taken..]);
+            self.taken += got.len();
+            got
+        } else {
+            crate::sys::recv_uninit(&self.socket, buf)?
+        };
+        self.note_read(got.len());
+        Ok(got)
     }
 
     /// As `read_some`, into `buf`'s spare capacity (its length is set to
@@ -293,8 +318,9 @@ impl StreamRequest {
         self.socket.as_raw_fd()
     }
 
-    /// Python's `shutdown_request`: shut down both directions, then close.
-    pub(crate) fn shutdown(self) {
+    /// Python's `shutdown_request`: shut down both directions (the close
+    /// follows when the request is dropped, or at the child's exit).
+    pub(crate) fn shutdown(&self) {
         let _ = self.socket.shutdown(std::net::Shutdown::Both);
     }
 }

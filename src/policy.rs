@@ -19,7 +19,7 @@ use nix::unistd::Pid;
 use slog::{debug, error, warn};
 
 use crate::control::Control;
-use crate::dispatch::Dispatch;
+use crate::dispatch::{Dispatch, Prepared};
 use crate::error::{Error, Result};
 use crate::sys::{self, Forked};
 use crate::transport::Incoming;
@@ -298,11 +298,13 @@ impl ForkRunner {
         } else {
             Some(sys::block_signals(&[libc::SIGTERM]).map_err(|e| Error::os("sigprocmask", e))?)
         };
+        let is_stream = matches!(incoming, Incoming::Stream { .. });
+        let prepared = dispatch.prepare(incoming, Watch::MainThread);
         // The proof was taken when the runner was built, and serve_forever
         // checks again; the child leaves only through sys::exit_now.
         let forked = sys::fork(&self.single);
         if let Ok(Forked::Child) = forked {
-            self.run_child(incoming, dispatch, mask.as_ref());
+            self.run_child(prepared, is_stream, dispatch, mask.as_ref());
         }
         if let Some(mask) = &mask {
             let _ = sys::restore_signals(mask);
@@ -312,7 +314,7 @@ impl ForkRunner {
             Ok(Forked::Parent(pid)) => {
                 self.children.insert(pid);
                 self.wake_wanted.store(self.children.len() >= self.max_children, Ordering::SeqCst);
-                drop(incoming); // the parent's copy of the connection closes here
+                drop(prepared); // the parent's copy of the connection closes here
                 Ok(())
             }
             Ok(Forked::Child) => unreachable!("run_child never returns"),
@@ -321,7 +323,7 @@ impl ForkRunner {
 
     /// The child's whole life: it never returns into the accept loop and
     /// never runs the parent's destructors.
-    fn run_child(&self, incoming: Incoming, dispatch: &Dispatch, mask: Option<&SigSet>) -> ! {
+    fn run_child(&self, prepared: Prepared, stream: bool, dispatch: &Dispatch, mask: Option<&SigSet>) -> ! {
         if let Some(mask) = mask {
             // A graceful stop's SIGTERM: finish the reply in hand, then leave.
             let _ = sys::shutdown_read_on_signal(libc::SIGTERM);
@@ -333,7 +335,7 @@ impl ForkRunner {
         if std::os::unix::process::parent_id() != self.pid {
             sys::exit_now(1); // the parent died before prctl took effect
         }
-        if matches!(incoming, Incoming::Stream { .. }) {
+        if stream {
             if let Some(fd) = self.listener_fd {
                 // Without this, a long-lived child would keep the port open
                 // after the parent closed it.
@@ -341,7 +343,7 @@ impl ForkRunner {
             }
         }
         let ok = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            dispatch.run(incoming, Watch::MainThread)
+            dispatch.finish(prepared, true)
         }))
         .unwrap_or(false);
         sys::exit_now(if ok { 0 } else { 1 })

@@ -290,3 +290,25 @@ static SHUTDOWN_READ_SIGNALS: std::sync::atomic::AtomicU64 = std::sync::atomic::
 pub fn shutdown_read_registered(sig: i32) -> bool {
     (0..64).contains(&sig) && SHUTDOWN_READ_SIGNALS.load(Ordering::SeqCst) & (1 << sig) != 0
 }
+
+/// `recv(2)` into uninitialised memory; returns the bytes received (0 at
+/// end of stream), the only ones written.
+pub fn recv_uninit<'b>(
+    socket: &socket2::Socket,
+    buf: &'b mut [std::mem::MaybeUninit<u8>],
+) -> io::Result<&'b mut [u8]> {
+    let n = socket.recv(buf)?;
+    // SAFETY: recv initialised the first n bytes; MaybeUninit<u8> has u8's layout.
+    Ok(unsafe { &mut *(&mut buf[..n] as *mut [std::mem::MaybeUninit<u8>] as *mut [u8]) })
+}
+
+/// Copies as much of `src` as fits into uninitialised `buf`; returns the
+/// copied bytes.
+pub fn copy_uninit<'b>(buf: &'b mut [std::mem::MaybeUninit<u8>], src: &[u8]) -> &'b mut [u8] {
+    let n = buf.len().min(src.len());
+    for (dst, &b) in buf.iter_mut().zip(&src[..n]) {
+        dst.write(b);
+    }
+    // SAFETY: the loop initialised the first n bytes.
+    unsafe { &mut *(&mut buf[..n] as *mut [std::mem::MaybeUninit<u8>] as *mut [u8]) }
+}
