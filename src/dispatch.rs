@@ -55,7 +55,14 @@ impl Dispatch {
     /// when the request failed (after reporting it through `handle_error`).
     /// Never panics: a panicking handler is caught and reported.
     pub fn run(&self, incoming: Incoming, watch: Watch) -> bool {
-        let mut request = match incoming {
+        self.finish(self.prepare(incoming, watch), false)
+    }
+
+    /// Wraps `incoming` and makes its handler, without any system call.
+    /// The fork policy prepares in the parent, so the child starts with
+    /// everything in place and writes to none of the parent's shared pages.
+    pub fn prepare(&self, incoming: Incoming, watch: Watch) -> Prepared {
+        let request = match incoming {
             Incoming::Stream { conn, peer } => Request::Stream(StreamRequest::watched(
                 conn,
                 peer,
@@ -75,27 +82,52 @@ impl Dispatch {
                 Arc::clone(&self.ctx),
             )),
         };
-        let peer = request.peer().clone();
-        let outcome = catch_unwind(AssertUnwindSafe(|| self.finish_request(&mut request)));
+        Prepared {
+            request,
+            handler: self.factory.make(),
+        }
+    }
+
+    /// setup / handle / finish, the datagram reply, then Python's
+    /// `shutdown_request`. In a forked child (`in_child`), the request and
+    /// handler are not dropped (the child is about to `_exit`, and dropping
+    /// would write to reference counts on pages shared with the parent).
+    pub fn finish(&self, prepared: Prepared, in_child: bool) -> bool {
+        let Prepared {
+            mut request,
+            mut handler,
+        } = prepared;
+        if let Request::Stream(s) = &request {
+            s.apply_options();
+        }
+        let outcome = catch_unwind(AssertUnwindSafe(|| {
+            finish_request(&mut *handler, &mut request)
+        }));
         let result = match outcome {
             Ok(r) => r.map_err(RequestError::Io),
             Err(payload) => Err(RequestError::Panic(panic_message(&*payload))),
         };
-        self.ctx.count_handled();
-        if let Request::Stream(s) = request {
+        if let Request::Stream(s) = &request {
             s.shutdown();
         }
-        match result {
+        let ok = match result {
             Ok(()) => true,
             Err(RequestError::Io(e)) if is_disconnect(&e) => {
-                debug!(self.log, "client went away"; "peer" => %peer, "error" => %e);
+                debug!(self.log, "client went away"; "peer" => %request.peer(), "error" => %e);
                 true
             }
             Err(err) => {
-                self.report(&peer, &err);
+                self.report(request.peer(), &err);
                 false
             }
+        };
+        if in_child {
+            std::mem::forget(handler);
+            std::mem::forget(request);
+        } else {
+            self.ctx.count_handled();
         }
+        ok
     }
 
     /// Reports a failed request through the hooks, never letting a panic
@@ -105,20 +137,25 @@ impl Dispatch {
             self.hooks.handle_error(peer, err, &self.log)
         }));
     }
+}
 
-    /// setup, handle, finish (even on failure), then the datagram reply.
-    fn finish_request(&self, request: &mut Request) -> io::Result<()> {
-        let mut handler: Box<dyn Handler> = self.factory.make();
-        let served = handler
-            .setup(request)
-            .and_then(|()| handler.handle(request));
-        let finished = handler.finish(request);
-        let replied = match request {
-            Request::Datagram(d) if served.is_ok() && finished.is_ok() => d.send_reply(),
-            _ => Ok(()),
-        };
-        served.and(finished).and(replied)
-    }
+/// A request wrapped and its handler made, ready to run.
+pub struct Prepared {
+    request: Request,
+    handler: Box<dyn Handler>,
+}
+
+/// setup, handle, finish (even on failure), then the datagram reply.
+fn finish_request(handler: &mut dyn Handler, request: &mut Request) -> io::Result<()> {
+    let served = handler
+        .setup(request)
+        .and_then(|()| handler.handle(request));
+    let finished = handler.finish(request);
+    let replied = match request {
+        Request::Datagram(d) if served.is_ok() && finished.is_ok() => d.send_reply(),
+        _ => Ok(()),
+    };
+    served.and(finished).and(replied)
 }
 
 /// True for errors that only mean the client left or idled out: a normal

@@ -7,7 +7,8 @@
 //! `handle` failed. For a datagram, the reply buffer is sent to the client
 //! after `finish`.
 
-use std::io::{self, BufRead, BufReader, Read, Write};
+use std::io::{self, Read, Write};
+use std::mem::MaybeUninit;
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -129,11 +130,20 @@ impl Request {
     }
 }
 
-/// A connection with a buffered reader and an unbuffered writer (Python's
+/// A connection with buffered line reads and unbuffered writes (Python's
 /// `rfile` / `wfile`). Writes use MSG_NOSIGNAL semantics: a vanished peer
 /// gives EPIPE, never SIGPIPE.
+///
+/// Nothing is allocated up front: `read_some` and `read_chunk` receive
+/// straight into the caller's buffer, and the line buffer only exists once
+/// `read_line` is used. (A forked child then touches only the pages its
+/// request needs.)
 pub struct StreamRequest {
-    reader: BufReader<Socket>,
+    socket: Socket,
+    /// Bytes received but not yet returned (only `read_line` fills it).
+    pending: Vec<u8>,
+    /// How much of `pending` has been returned already.
+    taken: usize,
     peer: Address,
     ctx: Arc<ServerContext>,
     watch: Watch,
@@ -146,19 +156,30 @@ impl StreamRequest {
         StreamRequest::watched(conn, peer, ctx, Watch::None)
     }
 
-    /// As `new`, recording the connection for graceful stops (see [`Watch`]).
+    /// As `new`, recording the connection for graceful stops (see
+    /// [`Watch`]). Makes no system call: the socket options are applied
+    /// by [`StreamRequest::apply_options`], in the process that serves.
     pub fn watched(conn: Socket, peer: Address, ctx: Arc<ServerContext>, watch: Watch) -> Self {
-        if ctx.transport == Transport::Tcp && ctx.tcp_nodelay {
-            let _ = conn.set_nodelay(true);
-        }
-        let _ = conn.set_read_timeout(ctx.idle_timeout);
         watch.register(conn.as_raw_fd());
         StreamRequest {
-            reader: BufReader::with_capacity(16 * 1024, conn),
+            socket: conn,
+            pending: Vec::new(),
+            taken: 0,
             peer,
             ctx,
             watch,
             used: false,
+        }
+    }
+
+    /// Applies the idle timeout and TCP_NODELAY (the server calls this
+    /// before `setup`).
+    pub fn apply_options(&self) {
+        if self.ctx.transport == Transport::Tcp && self.ctx.tcp_nodelay {
+            let _ = self.socket.set_nodelay(true);
+        }
+        if self.ctx.idle_timeout.is_some() {
+            let _ = self.socket.set_read_timeout(self.ctx.idle_timeout);
         }
     }
 
@@ -180,53 +201,112 @@ impl StreamRequest {
         &self.peer
     }
 
-    /// The buffered read side (`rfile`). Reads made directly through it are
-    /// not seen by graceful stops; `read_some` and `read_line` are.
-    pub fn reader(&mut self) -> &mut BufReader<Socket> {
-        &mut self.reader
-    }
-
     /// Reads what is available (at least one byte, or 0 at end of stream),
-    /// draining the read buffer first. During a graceful stop, returns 0
+    /// returning buffered bytes first. During a graceful stop, returns 0
     /// once the connection has been served (handlers that read through
-    /// `read_some` / `read_line` stop between requests on their own).
+    /// these methods stop between requests on their own).
     pub fn read_some(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         if self.stop_now() {
             return Ok(0);
         }
-        let n = self.reader.read(buf)?;
+        let n = if self.taken < self.pending.len() {
+            let n = buf.len().min(self.pending.len() - self.taken);
+            buf[..n].copy_from_slice(&self.pending[self.taken..self.taken + n]);
+            self.taken += n;
+            n
+        } else {
+            (&self.socket).read(buf)?
+        };
         self.note_read(n);
         Ok(n)
     }
 
-    /// Reads one line including its `\n`, reading at most `limit` bytes.
-    /// Returns 0 (an empty line) at end of stream, and during a graceful
-    /// stop as `read_some` does.
+    /// As `read_some`, into uninitialised memory (a stack buffer, say):
+    /// only the bytes received are written. Returns them.
+    pub fn read_uninit<'b>(&mut self, buf: &'b mut [MaybeUninit<u8>]) -> io::Result<&'b mut [u8]> {
+        if self.stop_now() || buf.is_empty() {
+            return Ok(&mut []);
+        }
+        let got = if self.taken < self.pending.len() {
+            let got = crate::sys::copy_uninit(buf, &self.pending[self.taken..]);
+            self.taken += got.len();
+            got
+        } else {
+            crate::sys::recv_uninit(&self.socket, buf)?
+        };
+        self.note_read(got.len());
+        Ok(got)
+    }
+
+    /// As `read_some`, into `buf`'s spare capacity (its length is set to
+    /// what was read; nothing is zeroed first). Give `buf` a capacity.
+    pub fn read_chunk(&mut self, buf: &mut Vec<u8>) -> io::Result<usize> {
+        buf.clear();
+        if self.stop_now() {
+            return Ok(0);
+        }
+        let n = if self.taken < self.pending.len() {
+            let n = buf.capacity().max(1).min(self.pending.len() - self.taken);
+            buf.extend_from_slice(&self.pending[self.taken..self.taken + n]);
+            self.taken += n;
+            n
+        } else {
+            crate::sys::recv_into_spare(&self.socket, buf)?
+        };
+        self.note_read(n);
+        Ok(n)
+    }
+
+    /// Reads one line including its `\n`, reading at most `limit` bytes
+    /// (a longer line comes back cut at `limit`, without `\n`). Returns 0
+    /// (an empty line) at end of stream, and during a graceful stop as
+    /// `read_some` does.
     pub fn read_line(&mut self, limit: usize, line: &mut Vec<u8>) -> io::Result<usize> {
         line.clear();
         if self.stop_now() {
             return Ok(0);
         }
-        let n = (&mut self.reader)
-            .take(limit as u64)
-            .read_until(b'\n', line)?;
+        loop {
+            let buffered = &self.pending[self.taken..];
+            let window = &buffered[..buffered.len().min(limit)];
+            if let Some(i) = window.iter().position(|&b| b == b'\n') {
+                return Ok(self.take_line(i + 1, line));
+            }
+            if window.len() == limit {
+                return Ok(self.take_line(limit, line));
+            }
+            if self.taken > 0 {
+                self.pending.drain(..self.taken);
+                self.taken = 0;
+            }
+            self.pending.reserve(4096.min(limit.max(1)));
+            if crate::sys::recv_into_spare(&self.socket, &mut self.pending)? == 0 {
+                let rest = self.pending.len();
+                return Ok(self.take_line(rest, line)); // end of stream
+            }
+        }
+    }
+
+    fn take_line(&mut self, n: usize, line: &mut Vec<u8>) -> usize {
+        line.extend_from_slice(&self.pending[self.taken..self.taken + n]);
+        self.taken += n;
         self.note_read(n);
-        Ok(n)
+        n
     }
 
     /// Writes all of `buf` to the client (`wfile`, unbuffered).
     pub fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
-        self.reader.get_ref().write_all(buf)
+        (&self.socket).write_all(buf)
     }
 
     /// The connection itself.
     pub fn socket(&self) -> &Socket {
-        self.reader.get_ref()
+        &self.socket
     }
 
     /// Sets the read timeout for this connection.
     pub fn set_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
-        self.socket().set_read_timeout(timeout)
+        self.socket.set_read_timeout(timeout)
     }
 
     /// The server's shared settings.
@@ -235,12 +315,19 @@ impl StreamRequest {
     }
 
     pub(crate) fn raw_fd(&self) -> i32 {
-        self.socket().as_raw_fd()
+        self.socket.as_raw_fd()
     }
 
-    /// Python's `shutdown_request`: shut down both directions, then close.
-    pub(crate) fn shutdown(self) {
-        let _ = self.socket().shutdown(std::net::Shutdown::Both);
+    /// Python's `shutdown_request`: shut down both directions (the close
+    /// follows when the request is dropped, or at the child's exit).
+    pub(crate) fn shutdown(&self) {
+        let _ = self.socket.shutdown(std::net::Shutdown::Both);
+    }
+}
+
+impl io::Read for StreamRequest {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.read_some(buf)
     }
 }
 

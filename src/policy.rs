@@ -19,7 +19,7 @@ use nix::unistd::Pid;
 use slog::{debug, error, warn};
 
 use crate::control::Control;
-use crate::dispatch::Dispatch;
+use crate::dispatch::{Dispatch, Prepared};
 use crate::error::{Error, Result};
 use crate::sys::{self, Forked};
 use crate::transport::Incoming;
@@ -213,7 +213,7 @@ impl Runner {
     pub(crate) fn reap(&mut self, dispatch: &Dispatch) {
         match self {
             Runner::Fork(f) => f.reap(dispatch),
-            Runner::Thread(t) => t.handles.retain(|h| !h.is_finished()),
+            Runner::Thread(t) => t.reap(),
             Runner::Sync | Runner::Pool(_) => {}
         }
     }
@@ -251,8 +251,12 @@ pub(crate) struct ForkRunner {
     listener_fd: Option<RawFd>,
     /// Set by SIGCHLD: some child exited since the last reap.
     exited: Arc<AtomicBool>,
-    sigchld: Vec<signal_hook::SigId>,
+    /// Set while the loop waits for a child to exit: SIGCHLD then wakes it.
+    wake_wanted: Arc<AtomicBool>,
+    sigchld: signal_hook::SigId,
     single: sys::SingleThreaded,
+    /// This process's pid, for children to check their parent against.
+    pid: u32,
 }
 
 impl ForkRunner {
@@ -263,16 +267,14 @@ impl ForkRunner {
         listener_fd: Option<RawFd>,
     ) -> Result<ForkRunner> {
         let single = check_single_threaded()?;
-        // SIGCHLD wakes the serving loop so it reaps at once and, at the
-        // bound, accepts again as soon as a child exits.
+        // SIGCHLD marks children for reaping and, at the bound or while
+        // closing, wakes the serving loop to accept again at once.
         let exited = Arc::new(AtomicBool::new(false));
-        let register = || -> std::io::Result<Vec<signal_hook::SigId>> {
-            Ok(vec![
-                signal_hook::flag::register(libc::SIGCHLD, Arc::clone(&exited))?,
-                signal_hook::low_level::pipe::register(libc::SIGCHLD, control.wake_sender()?)?,
-            ])
-        };
-        let sigchld = register().map_err(|e| Error::os("register SIGCHLD handler", e))?;
+        let wake_wanted = Arc::new(AtomicBool::new(false));
+        let sigchld = control
+            .wake_sender()
+            .and_then(|tx| sys::on_child_exit(Arc::clone(&exited), Arc::clone(&wake_wanted), tx))
+            .map_err(|e| Error::os("register SIGCHLD handler", e))?;
         Ok(ForkRunner {
             max_children,
             block_on_close,
@@ -280,27 +282,39 @@ impl ForkRunner {
             control: Arc::clone(control),
             listener_fd,
             exited,
+            wake_wanted,
             sigchld,
             single,
+            pid: std::process::id(),
         })
     }
 
     fn spawn(&mut self, incoming: Incoming, dispatch: &Dispatch) -> Result<()> {
-        let parent = std::process::id();
-        // A graceful stop's SIGTERM waits until the child has its handler.
-        let mask = sys::block_signals(&[libc::SIGTERM]).map_err(|e| Error::os("sigprocmask", e))?;
+        // A graceful stop sends children SIGTERM. Unless the child inherits
+        // the action for it, it installs one; until then SIGTERM waits.
+        let inherited = sys::shutdown_read_registered(libc::SIGTERM);
+        let mask = if inherited {
+            None
+        } else {
+            Some(sys::block_signals(&[libc::SIGTERM]).map_err(|e| Error::os("sigprocmask", e))?)
+        };
+        let is_stream = matches!(incoming, Incoming::Stream { .. });
+        let prepared = dispatch.prepare(incoming, Watch::MainThread);
         // The proof was taken when the runner was built, and serve_forever
         // checks again; the child leaves only through sys::exit_now.
         let forked = sys::fork(&self.single);
         if let Ok(Forked::Child) = forked {
-            self.run_child(incoming, dispatch, parent, &mask);
+            self.run_child(prepared, is_stream, dispatch, mask.as_ref());
         }
-        let _ = sys::restore_signals(&mask);
+        if let Some(mask) = &mask {
+            let _ = sys::restore_signals(mask);
+        }
         match forked {
             Err(e) => Err(Error::os("fork", e)),
             Ok(Forked::Parent(pid)) => {
                 self.children.insert(pid);
-                drop(incoming); // the parent's copy of the connection closes here
+                self.wake_wanted.store(self.children.len() >= self.max_children, Ordering::SeqCst);
+                drop(prepared); // the parent's copy of the connection closes here
                 Ok(())
             }
             Ok(Forked::Child) => unreachable!("run_child never returns"),
@@ -309,21 +323,19 @@ impl ForkRunner {
 
     /// The child's whole life: it never returns into the accept loop and
     /// never runs the parent's destructors.
-    fn run_child(&self, incoming: Incoming, dispatch: &Dispatch, parent: u32, mask: &SigSet) -> ! {
-        for &id in &self.sigchld {
-            // The parent's wake-up on SIGCHLD is not the child's business.
-            signal_hook::low_level::unregister(id);
+    fn run_child(&self, prepared: Prepared, stream: bool, dispatch: &Dispatch, mask: Option<&SigSet>) -> ! {
+        if let Some(mask) = mask {
+            // A graceful stop's SIGTERM: finish the reply in hand, then leave.
+            let _ = sys::shutdown_read_on_signal(libc::SIGTERM);
+            let _ = sys::restore_signals(mask);
         }
-        // A graceful stop sends SIGTERM: finish the reply in hand, then leave.
-        let _ = sys::shutdown_read_on_signal(libc::SIGTERM);
-        let _ = sys::restore_signals(mask);
         // A server that dies without closing (SIGKILL) leaves no orphan
         // serving on: its children are killed too.
         let _ = sys::set_parent_death_signal(libc::SIGKILL);
-        if std::os::unix::process::parent_id() != parent {
+        if std::os::unix::process::parent_id() != self.pid {
             sys::exit_now(1); // the parent died before prctl took effect
         }
-        if matches!(incoming, Incoming::Stream { .. }) {
+        if stream {
             if let Some(fd) = self.listener_fd {
                 // Without this, a long-lived child would keep the port open
                 // after the parent closed it.
@@ -331,7 +343,7 @@ impl ForkRunner {
             }
         }
         let ok = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            dispatch.run(incoming, Watch::MainThread)
+            dispatch.finish(prepared, true)
         }))
         .unwrap_or(false);
         sys::exit_now(if ok { 0 } else { 1 })
@@ -349,6 +361,11 @@ impl ForkRunner {
     }
 
     fn reap_all(&mut self, dispatch: &Dispatch) {
+        self.reap_each(dispatch);
+        self.wake_wanted.store(self.children.len() >= self.max_children, Ordering::SeqCst);
+    }
+
+    fn reap_each(&mut self, dispatch: &Dispatch) {
         self.children.retain(|&pid| {
             match waitpid(Pid::from_raw(pid), Some(WaitPidFlag::WNOHANG)) {
                 Ok(WaitStatus::StillAlive) => true,
@@ -367,6 +384,7 @@ impl ForkRunner {
     }
 
     fn close(&mut self, graceful: bool, deadline: Option<Instant>, dispatch: &Dispatch) {
+        self.wake_wanted.store(true, Ordering::SeqCst);
         if graceful {
             for &pid in &self.children {
                 let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
@@ -375,7 +393,7 @@ impl ForkRunner {
             return;
         }
         loop {
-            self.reap_all(dispatch);
+            self.reap_each(dispatch);
             if self.children.is_empty() {
                 return;
             }
@@ -400,9 +418,7 @@ impl ForkRunner {
 
 impl Drop for ForkRunner {
     fn drop(&mut self) {
-        for id in self.sigchld.drain(..) {
-            signal_hook::low_level::unregister(id);
-        }
+        signal_hook::low_level::unregister(self.sigchld);
     }
 }
 
@@ -442,9 +458,7 @@ impl ThreadRunner {
         let inflight = Arc::clone(&self.inflight);
         let conns = Arc::clone(&self.conns);
         inflight.start();
-        let spawned = std::thread::Builder::new()
-            .name("request".into())
-            .spawn(move || {
+        let spawned = std::thread::Builder::new().spawn(move || {
                 dispatch.run(incoming, Watch::Registry(Arc::clone(&conns)));
                 inflight.done();
             });
@@ -459,6 +473,14 @@ impl ThreadRunner {
                 self.inflight.done();
                 Err(Error::os("spawn request thread", e))
             }
+        }
+    }
+
+    /// Drops the handles of finished threads. Amortised: only once the
+    /// list has grown well past the threads still running.
+    fn reap(&mut self) {
+        if self.handles.len() > 2 * self.inflight.get() + 64 {
+            self.handles.retain(|h| !h.is_finished());
         }
     }
 

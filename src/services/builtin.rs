@@ -66,6 +66,19 @@ impl Service for Builtin {
         }
     }
 
+    fn respond_in_place(&self, buf: &mut [u8]) -> bool {
+        match *self {
+            Builtin::Echo => {}
+            Builtin::Upper => buf.make_ascii_uppercase(),
+            Builtin::Delay(d) => std::thread::sleep(d),
+            Builtin::Cpu(rounds) => {
+                std::hint::black_box(burn(buf, rounds));
+            }
+            Builtin::Time | Builtin::Discard => return false,
+        }
+        true
+    }
+
     fn respond(&self, input: &[u8], stream: bool, out: &mut Vec<u8>) {
         match *self {
             Builtin::Echo => out.extend_from_slice(input),
@@ -123,6 +136,23 @@ mod tests {
         );
         assert_eq!(reply(Builtin::Cpu(10), b"hi"), b"hi");
         assert!(reply(Builtin::Discard, b"hi").is_empty());
+    }
+
+    #[test]
+    fn in_place_replies_equal_respond() {
+        let services = [
+            Builtin::Echo,
+            Builtin::Upper,
+            Builtin::Delay(Duration::from_millis(1)),
+            Builtin::Cpu(5),
+        ];
+        for s in services {
+            let mut buf = b"Mixed \xff bytes".to_vec();
+            assert!(s.respond_in_place(&mut buf), "{s:?}");
+            assert_eq!(buf, reply(s, b"Mixed \xff bytes"), "{s:?}");
+        }
+        assert!(!Builtin::Time.respond_in_place(&mut [b'x']));
+        assert!(!Builtin::Discard.respond_in_place(&mut [b'x']));
     }
 
     #[test]

@@ -10,6 +10,7 @@ pub mod files;
 mod time;
 
 use std::io;
+use std::mem::MaybeUninit;
 use std::sync::Arc;
 
 pub use builtin::Builtin;
@@ -38,6 +39,13 @@ pub trait Service: Send + Sync + 'static {
     /// `stream` tells whether the reply goes over a stream (line services
     /// end their replies with `\n` there).
     fn respond(&self, input: &[u8], stream: bool, out: &mut Vec<u8>);
+
+    /// For a service whose reply has the request's length: turns `buf`
+    /// into the reply in place and returns true (no allocation per
+    /// request). The default returns false and `respond` is used.
+    fn respond_in_place(&self, _buf: &mut [u8]) -> bool {
+        false
+    }
 }
 
 /// A [`Handler`] that serves a [`Service`].
@@ -54,25 +62,49 @@ impl ServiceHandler {
     }
 
     fn serve_stream(&self, s: &mut StreamRequest) -> io::Result<()> {
-        let mut input = vec![0u8; 64 * 1024];
-        let mut out = Vec::with_capacity(64 * 1024);
+        match self.service.framing() {
+            Framing::Chunk => self.serve_chunks(s),
+            Framing::Line => self.serve_lines(s),
+        }
+    }
+
+    /// Each read is one request. The buffer is uninitialised stack memory
+    /// and in-place services reply from it: nothing is allocated, and only
+    /// the bytes received are touched.
+    fn serve_chunks(&self, s: &mut StreamRequest) -> io::Result<()> {
+        let mut space = [MaybeUninit::<u8>::uninit(); 16 * 1024];
+        let mut out = Vec::new();
         loop {
-            let n = match self.service.framing() {
-                Framing::Chunk => s.read_some(&mut input)?,
-                Framing::Line => s.read_line(MAX_LINE, &mut input)?,
-            };
+            let request = s.read_uninit(&mut space)?;
+            if request.is_empty() {
+                return Ok(());
+            }
+            if self.service.respond_in_place(request) {
+                s.write_all(request)?;
+                continue;
+            }
+            out.clear();
+            self.service.respond(request, true, &mut out);
+            if !out.is_empty() {
+                s.write_all(&out)?;
+            }
+        }
+    }
+
+    fn serve_lines(&self, s: &mut StreamRequest) -> io::Result<()> {
+        let mut line = Vec::new();
+        let mut out = Vec::new();
+        loop {
+            let n = s.read_line(MAX_LINE, &mut line)?;
             if n == 0 {
                 return Ok(());
             }
-            out.clear();
-            let request = &input[..n];
-            let too_long =
-                self.service.framing() == Framing::Line && request.last() != Some(&b'\n');
-            if too_long && n >= MAX_LINE {
+            if n >= MAX_LINE && line.last() != Some(&b'\n') {
                 s.write_all(format!("error: line longer than {MAX_LINE} bytes\n").as_bytes())?;
                 return Ok(());
             }
-            self.service.respond(request, true, &mut out);
+            out.clear();
+            self.service.respond(&line, true, &mut out);
             if !out.is_empty() {
                 s.write_all(&out)?;
             }

@@ -143,7 +143,11 @@ pub fn shutdown_read_on_signal(sig: i32) -> io::Result<signal_hook::SigId> {
     };
     // SAFETY: the action only stores and loads atomics and calls shutdown(2),
     // all async-signal-safe; it neither allocates nor locks.
-    unsafe { signal_hook::low_level::register(sig, action) }
+    let id = unsafe { signal_hook::low_level::register(sig, action) }?;
+    if (0..64).contains(&sig) {
+        SHUTDOWN_READ_SIGNALS.fetch_or(1 << sig, Ordering::SeqCst);
+    }
+    Ok(id)
 }
 
 /// Asks the kernel to send `sig` to this process when its parent dies.
@@ -227,4 +231,84 @@ pub fn adopt_fd(fd: RawFd) -> io::Result<std::os::fd::OwnedFd> {
     // SAFETY: fd is open (F_GETFD succeeded) and the caller hands over
     // ownership, so exactly one OwnedFd will close it.
     Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) })
+}
+
+/// Receives into `buf`'s spare capacity (reserve first) and grows its
+/// length by what arrived; returns that count, 0 at end of stream. Only
+/// the bytes received are written: no page of the buffer is touched
+/// beforehand.
+pub fn recv_into_spare(socket: &socket2::Socket, buf: &mut Vec<u8>) -> io::Result<usize> {
+    if buf.capacity() == buf.len() {
+        buf.reserve(4096);
+    }
+    let n = socket.recv(buf.spare_capacity_mut())?;
+    // SAFETY: recv initialised the first n bytes of the spare capacity, and
+    // n <= spare capacity, so len + n <= capacity.
+    unsafe { buf.set_len(buf.len() + n) };
+    Ok(n)
+}
+
+/// Makes SIGCHLD set `exited`, and, while `wake_wanted` is set, send one
+/// byte on `wake` (MSG_DONTWAIT). A fork-policy server wants the wake-up
+/// only when it waits for a child to exit (at `max_children`, or while
+/// closing); otherwise it reaps on its next loop, and a busy server is
+/// spared a write and a read per connection.
+pub fn on_child_exit(
+    exited: std::sync::Arc<AtomicBool>,
+    wake_wanted: std::sync::Arc<AtomicBool>,
+    wake: std::os::unix::net::UnixStream,
+) -> io::Result<signal_hook::SigId> {
+    use std::os::fd::AsRawFd;
+    let action = move || {
+        exited.store(true, Ordering::SeqCst);
+        if wake_wanted.load(Ordering::SeqCst) {
+            let byte = 1u8;
+            // SAFETY: send(2) is async-signal-safe; the stream is owned by this
+            // closure, so its fd stays open while the action is registered.
+            unsafe {
+                libc::send(
+                    wake.as_raw_fd(),
+                    (&byte as *const u8).cast(),
+                    1,
+                    libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+                )
+            };
+        }
+    };
+    // SAFETY: the action only touches atomics and calls send(2): no
+    // allocation, no lock, async-signal-safe.
+    unsafe { signal_hook::low_level::register(libc::SIGCHLD, action) }
+}
+
+/// Signals (as a bit mask) that already have the
+/// [`shutdown_read_on_signal`] action in this process; a forked child
+/// inherits it with the handlers.
+static SHUTDOWN_READ_SIGNALS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// True when [`shutdown_read_on_signal`] was registered for `sig` (in this
+/// process or, before a fork, its parent).
+pub fn shutdown_read_registered(sig: i32) -> bool {
+    (0..64).contains(&sig) && SHUTDOWN_READ_SIGNALS.load(Ordering::SeqCst) & (1 << sig) != 0
+}
+
+/// `recv(2)` into uninitialised memory; returns the bytes received (0 at
+/// end of stream), the only ones written.
+pub fn recv_uninit<'b>(
+    socket: &socket2::Socket,
+    buf: &'b mut [std::mem::MaybeUninit<u8>],
+) -> io::Result<&'b mut [u8]> {
+    let n = socket.recv(buf)?;
+    // SAFETY: recv initialised the first n bytes; MaybeUninit<u8> has u8's layout.
+    Ok(unsafe { &mut *(&mut buf[..n] as *mut [std::mem::MaybeUninit<u8>] as *mut [u8]) })
+}
+
+/// Copies as much of `src` as fits into uninitialised `buf`; returns the
+/// copied bytes.
+pub fn copy_uninit<'b>(buf: &'b mut [std::mem::MaybeUninit<u8>], src: &[u8]) -> &'b mut [u8] {
+    let n = buf.len().min(src.len());
+    for (dst, &b) in buf.iter_mut().zip(&src[..n]) {
+        dst.write(b);
+    }
+    // SAFETY: the loop initialised the first n bytes.
+    unsafe { &mut *(&mut buf[..n] as *mut [std::mem::MaybeUninit<u8>] as *mut [u8]) }
 }

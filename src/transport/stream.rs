@@ -7,12 +7,10 @@ use crate::addr::Address;
 use crate::socket::sockaddr_to_address;
 
 /// Accepts one connection from a non-blocking listener. The connection is
-/// blocking and close-on-exec (accept4 with SOCK_CLOEXEC).
+/// blocking (on Linux, accept does not pass O_NONBLOCK on) and
+/// close-on-exec (accept4 with SOCK_CLOEXEC).
 pub fn accept(listener: &Socket) -> Result<Incoming, NoRequest> {
     let (conn, sa) = listener.accept().map_err(classify)?;
-    if let Err(e) = conn.set_nonblocking(false) {
-        return Err(NoRequest::Failed(e));
-    }
     let peer = sockaddr_to_address(&sa).unwrap_or(Address::Unnamed);
     Ok(Incoming::Stream { conn, peer })
 }
