@@ -12,9 +12,7 @@ use std::sync::Arc;
 use slog::{debug, Logger};
 
 use crate::addr::Address;
-use crate::handler::{
-    DatagramRequest, Handler, HandlerFactory, Request, ServerContext, StreamRequest,
-};
+use crate::handler::{DatagramRequest, HandlerFactory, Request, ServerContext, StreamRequest};
 use crate::hooks::Hooks;
 use crate::transport::Incoming;
 use crate::watch::Watch;
@@ -58,9 +56,7 @@ impl Dispatch {
         self.finish(self.prepare(incoming, watch), false)
     }
 
-    /// Wraps `incoming` and makes its handler, without any system call.
-    /// The fork policy prepares in the parent, so the child starts with
-    /// everything in place and writes to none of the parent's shared pages.
+    /// Wraps `incoming`, without any system call.
     pub fn prepare(&self, incoming: Incoming, watch: Watch) -> Prepared {
         let request = match incoming {
             Incoming::Stream { conn, peer } => Request::Stream(StreamRequest::watched(
@@ -82,27 +78,19 @@ impl Dispatch {
                 Arc::clone(&self.ctx),
             )),
         };
-        Prepared {
-            request,
-            handler: self.factory.make(),
-        }
+        Prepared { request }
     }
 
-    /// setup / handle / finish, the datagram reply, then Python's
-    /// `shutdown_request`. In a forked child (`in_child`), the request and
-    /// handler are not dropped (the child is about to `_exit`, and dropping
+    /// A fresh handler's setup / handle / finish, the datagram reply, then
+    /// Python's `shutdown_request`. In a forked child (`in_child`), the
+    /// request is not dropped (the child is about to `_exit`, and dropping
     /// would write to reference counts on pages shared with the parent).
     pub fn finish(&self, prepared: Prepared, in_child: bool) -> bool {
-        let Prepared {
-            mut request,
-            mut handler,
-        } = prepared;
+        let Prepared { mut request } = prepared;
         if let Request::Stream(s) = &request {
             s.apply_options();
         }
-        let outcome = catch_unwind(AssertUnwindSafe(|| {
-            finish_request(&mut *handler, &mut request)
-        }));
+        let outcome = catch_unwind(AssertUnwindSafe(|| self.factory.serve(&mut request)));
         let result = match outcome {
             Ok(r) => r.map_err(RequestError::Io),
             Err(payload) => Err(RequestError::Panic(panic_message(&*payload))),
@@ -122,7 +110,6 @@ impl Dispatch {
             }
         };
         if in_child {
-            std::mem::forget(handler);
             std::mem::forget(request);
         } else {
             self.ctx.count_handled();
@@ -139,23 +126,9 @@ impl Dispatch {
     }
 }
 
-/// A request wrapped and its handler made, ready to run.
+/// A request wrapped, ready to run.
 pub struct Prepared {
     request: Request,
-    handler: Box<dyn Handler>,
-}
-
-/// setup, handle, finish (even on failure), then the datagram reply.
-fn finish_request(handler: &mut dyn Handler, request: &mut Request) -> io::Result<()> {
-    let served = handler
-        .setup(request)
-        .and_then(|()| handler.handle(request));
-    let finished = handler.finish(request);
-    let replied = match request {
-        Request::Datagram(d) if served.is_ok() && finished.is_ok() => d.send_reply(),
-        _ => Ok(()),
-    };
-    served.and(finished).and(replied)
 }
 
 /// True for errors that only mean the client left or idled out: a normal

@@ -41,6 +41,13 @@ pub trait Handler: Send {
 pub trait HandlerFactory: Send + Sync + 'static {
     /// A fresh handler for the next request.
     fn make(&self) -> Box<dyn Handler>;
+
+    /// Serves `request` with a fresh handler: setup, handle, finish (even
+    /// when setup or handle failed). The closure factories keep the handler
+    /// on the stack: no allocation per request.
+    fn serve(&self, request: &mut Request) -> io::Result<()> {
+        run_handler(&mut *self.make(), request)
+    }
 }
 
 impl<F, H> HandlerFactory for F
@@ -51,6 +58,23 @@ where
     fn make(&self) -> Box<dyn Handler> {
         Box::new(self())
     }
+
+    fn serve(&self, request: &mut Request) -> io::Result<()> {
+        run_handler(&mut self(), request)
+    }
+}
+
+/// setup, handle, finish (even on failure), then the datagram reply.
+pub fn run_handler(handler: &mut dyn Handler, request: &mut Request) -> io::Result<()> {
+    let served = handler
+        .setup(request)
+        .and_then(|()| handler.handle(request));
+    let finished = handler.finish(request);
+    let replied = match request {
+        Request::Datagram(d) if served.is_ok() && finished.is_ok() => d.send_reply(),
+        _ => Ok(()),
+    };
+    served.and(finished).and(replied)
 }
 
 /// Settings and counters shared by the server and all its handlers.

@@ -14,12 +14,12 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{bounded, Sender};
 use nix::sys::signal::{kill, SigSet, Signal};
-use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::sys::wait::{waitid, waitpid, Id, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 use slog::{debug, error, warn};
 
 use crate::control::Control;
-use crate::dispatch::{Dispatch, Prepared};
+use crate::dispatch::Dispatch;
 use crate::error::{Error, Result};
 use crate::sys::{self, Forked};
 use crate::transport::Incoming;
@@ -267,6 +267,8 @@ impl ForkRunner {
         listener_fd: Option<RawFd>,
     ) -> Result<ForkRunner> {
         let single = check_single_threaded()?;
+        // Fewer resident pages, fewer page-table entries for each fork to copy.
+        sys::release_free_memory();
         // SIGCHLD marks children for reaping and, at the bound or while
         // closing, wakes the serving loop to accept again at once.
         let exited = Arc::new(AtomicBool::new(false));
@@ -298,13 +300,11 @@ impl ForkRunner {
         } else {
             Some(sys::block_signals(&[libc::SIGTERM]).map_err(|e| Error::os("sigprocmask", e))?)
         };
-        let is_stream = matches!(incoming, Incoming::Stream { .. });
-        let prepared = dispatch.prepare(incoming, Watch::MainThread);
         // The proof was taken when the runner was built, and serve_forever
         // checks again; the child leaves only through sys::exit_now.
         let forked = sys::fork(&self.single);
         if let Ok(Forked::Child) = forked {
-            self.run_child(prepared, is_stream, dispatch, mask.as_ref());
+            self.run_child(incoming, dispatch, mask.as_ref());
         }
         if let Some(mask) = &mask {
             let _ = sys::restore_signals(mask);
@@ -313,8 +313,8 @@ impl ForkRunner {
             Err(e) => Err(Error::os("fork", e)),
             Ok(Forked::Parent(pid)) => {
                 self.children.insert(pid);
-                self.wake_wanted.store(self.children.len() >= self.max_children, Ordering::SeqCst);
-                drop(prepared); // the parent's copy of the connection closes here
+                self.update_wake_wanted();
+                drop(incoming); // the parent's copy of the connection closes here
                 Ok(())
             }
             Ok(Forked::Child) => unreachable!("run_child never returns"),
@@ -323,7 +323,10 @@ impl ForkRunner {
 
     /// The child's whole life: it never returns into the accept loop and
     /// never runs the parent's destructors.
-    fn run_child(&self, prepared: Prepared, stream: bool, dispatch: &Dispatch, mask: Option<&SigSet>) -> ! {
+    /// The parent only accepts, forks and closes: any page it writes
+    /// between forks is copied once per child, and its time is the server's
+    /// throughput. So the child does the rest, and drops nothing.
+    fn run_child(&self, incoming: Incoming, dispatch: &Dispatch, mask: Option<&SigSet>) -> ! {
         if let Some(mask) = mask {
             // A graceful stop's SIGTERM: finish the reply in hand, then leave.
             let _ = sys::shutdown_read_on_signal(libc::SIGTERM);
@@ -335,7 +338,7 @@ impl ForkRunner {
         if std::os::unix::process::parent_id() != self.pid {
             sys::exit_now(1); // the parent died before prctl took effect
         }
-        if stream {
+        if matches!(incoming, Incoming::Stream { .. }) {
             if let Some(fd) = self.listener_fd {
                 // Without this, a long-lived child would keep the port open
                 // after the parent closed it.
@@ -343,7 +346,7 @@ impl ForkRunner {
             }
         }
         let ok = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            dispatch.finish(prepared, true)
+            dispatch.finish(dispatch.prepare(incoming, Watch::MainThread), true)
         }))
         .unwrap_or(false);
         sys::exit_now(if ok { 0 } else { 1 })
@@ -362,10 +365,60 @@ impl ForkRunner {
 
     fn reap_all(&mut self, dispatch: &Dispatch) {
         self.reap_each(dispatch);
-        self.wake_wanted.store(self.children.len() >= self.max_children, Ordering::SeqCst);
+        self.update_wake_wanted();
     }
 
+    /// SIGCHLD should wake the loop only while it waits at the bound.
+    /// (Stored only on change: a write would copy a page shared with
+    /// every child.)
+    fn update_wake_wanted(&self) {
+        let want = self.children.len() >= self.max_children;
+        if self.wake_wanted.load(Ordering::Relaxed) != want {
+            self.wake_wanted.store(want, Ordering::SeqCst);
+        }
+    }
+
+    /// Reaps every exited child of ours. Peeks (WNOWAIT) at whichever
+    /// child exited and reaps it by pid if it is ours: two calls per exit
+    /// rather than one per live child. A child that is not ours is left
+    /// for its owner, and the pid-by-pid sweep finishes the pass.
     fn reap_each(&mut self, dispatch: &Dispatch) {
+        let peek = WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG | WaitPidFlag::WNOWAIT;
+        loop {
+            match waitid(Id::All, peek) {
+                Ok(WaitStatus::StillAlive) => return,
+                Ok(status) => match status.pid() {
+                    Some(pid) if self.children.contains(&pid.as_raw()) => {
+                        self.reap_one(pid.as_raw(), dispatch);
+                    }
+                    _ => break,
+                },
+                Err(nix::errno::Errno::ECHILD) => {
+                    self.children.clear();
+                    return;
+                }
+                Err(_) => break,
+            }
+        }
+        self.sweep(dispatch);
+    }
+
+    fn reap_one(&mut self, pid: i32, dispatch: &Dispatch) {
+        match waitpid(Pid::from_raw(pid), Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::StillAlive) => {}
+            Ok(WaitStatus::Exited(_, 0)) | Err(nix::errno::Errno::ECHILD) => {
+                self.children.remove(&pid);
+            }
+            Ok(status) => {
+                debug!(dispatch.log, "child ended"; "child" => pid, "status" => ?status);
+                self.children.remove(&pid);
+            }
+            Err(e) => warn!(dispatch.log, "waitpid failed"; "child" => pid, "error" => %e),
+        }
+    }
+
+    /// Python's per-pid pass over every live child.
+    fn sweep(&mut self, dispatch: &Dispatch) {
         self.children.retain(|&pid| {
             match waitpid(Pid::from_raw(pid), Some(WaitPidFlag::WNOHANG)) {
                 Ok(WaitStatus::StillAlive) => true,
@@ -459,9 +512,9 @@ impl ThreadRunner {
         let conns = Arc::clone(&self.conns);
         inflight.start();
         let spawned = std::thread::Builder::new().spawn(move || {
-                dispatch.run(incoming, Watch::Registry(Arc::clone(&conns)));
-                inflight.done();
-            });
+            dispatch.run(incoming, Watch::Registry(Arc::clone(&conns)));
+            inflight.done();
+        });
         match spawned {
             Ok(handle) => {
                 if !self.daemon {

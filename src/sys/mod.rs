@@ -312,3 +312,12 @@ pub fn copy_uninit<'b>(buf: &'b mut [std::mem::MaybeUninit<u8>], src: &[u8]) -> 
     // SAFETY: the loop initialised the first n bytes.
     unsafe { &mut *(&mut buf[..n] as *mut [std::mem::MaybeUninit<u8>] as *mut [u8]) }
 }
+
+/// Returns freed heap memory to the kernel (glibc's `malloc_trim(0)`), so
+/// a process about to fork many times has fewer resident pages whose
+/// page-table entries each fork copies.
+pub fn release_free_memory() {
+    // SAFETY: malloc_trim only walks the allocator's own free lists; it is
+    // called from a single-threaded process outside any allocation.
+    unsafe { libc::malloc_trim(0) };
+}
