@@ -6,14 +6,17 @@
 
 mod common;
 
-use std::io::{ErrorKind, Read, Write};
+use std::io::{ErrorKind, Write};
 use std::net::TcpStream;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::os::unix::net::{UnixDatagram, UnixListener, UnixStream};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::{children, fd_count, listen_for, temp_socket, wait_until, Conn, Dgram, Sockserv};
+use common::{
+    children, dgram_request, fd_count, listen_for, read_some, recv_within, temp_socket, wait_until,
+    Conn, Dgram, Sockserv,
+};
 
 /// Observation window for "no reply arrives": a reply from a live loopback
 /// server takes well under a millisecond, so 300 ms of silence means none
@@ -43,48 +46,10 @@ fn assert_echoes(transport: &str, addr: &str, what: &str) {
     assert_eq!(got, req, "{what}: wrong echo");
 }
 
-/// Receives one datagram within `limit`; None when none came. A read that
-/// a signal interrupted is retried (a socket read with a timeout is never
-/// restarted by the kernel).
-fn recv_within(d: &Dgram, limit: Duration) -> Option<Vec<u8>> {
-    let deadline = Instant::now() + limit;
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return None;
-        }
-        d.set_timeout(left);
-        match d.recv() {
-            Ok(reply) => return Some(reply),
-            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
-            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
-                return None
-            }
-            Err(e) => panic!("recv: {e}"),
-        }
-    }
-}
-
-/// Sends one datagram and returns the reply.
-fn dgram_request(d: &Dgram, req: &[u8], what: &str) -> Vec<u8> {
-    d.send(req).unwrap_or_else(|e| panic!("{what}: send: {e}"));
-    recv_within(d, PROMPTLY).unwrap_or_else(|| panic!("{what}: no reply"))
-}
-
 /// Asserts that no datagram arrives within the [`SILENCE`] window.
 fn assert_no_datagram(d: &Dgram, what: &str) {
     if let Some(reply) = recv_within(d, SILENCE) {
         panic!("{what}: got a reply of {} bytes: {reply:?}", reply.len());
-    }
-}
-
-/// One read from a stream, retrying a read a signal interrupted.
-fn read_some(conn: &mut Conn, buf: &mut [u8]) -> std::io::Result<usize> {
-    loop {
-        match conn.read(buf) {
-            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
-            other => return other,
-        }
     }
 }
 

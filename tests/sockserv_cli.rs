@@ -13,8 +13,8 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::{
-    children, descendants, fd_count, json_field, listen_for, proc_state, wait_until, Conn, Dgram,
-    Sockserv,
+    children, descendants, dgram_request, fd_count, json_field, listen_for, proc_state, read_some,
+    recv_within, wait_until, Conn, Dgram, Sockserv,
 };
 
 /// Upper bound for anything the server should do promptly (generous: the
@@ -39,44 +39,6 @@ fn run_to_exit(args: &[&str]) -> (Option<i32>, Vec<String>) {
         .map(str::to_string)
         .collect();
     (status.code(), lines)
-}
-
-/// Receives one datagram within `limit`; None when none came. A read that
-/// a signal interrupted is retried (a socket read with a timeout is never
-/// restarted by the kernel).
-fn recv_within(d: &Dgram, limit: Duration) -> Option<Vec<u8>> {
-    let deadline = Instant::now() + limit;
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return None;
-        }
-        d.set_timeout(left);
-        match d.recv() {
-            Ok(reply) => return Some(reply),
-            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
-            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
-                return None
-            }
-            Err(e) => panic!("recv: {e}"),
-        }
-    }
-}
-
-/// Sends one datagram and returns the reply.
-fn dgram_request(d: &Dgram, req: &[u8], what: &str) -> Vec<u8> {
-    d.send(req).unwrap_or_else(|e| panic!("{what}: send: {e}"));
-    recv_within(d, PROMPTLY).unwrap_or_else(|| panic!("{what}: no reply"))
-}
-
-/// One read from a stream, retrying a read a signal interrupted.
-fn read_some(conn: &mut Conn, buf: &mut [u8]) -> std::io::Result<usize> {
-    loop {
-        match conn.read(buf) {
-            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
-            other => return other,
-        }
-    }
 }
 
 // ---------------------------------------------------------------------------

@@ -549,3 +549,46 @@ pub fn workers(master: i32) -> Vec<i32> {
 pub fn gone(pid: i32) -> bool {
     matches!(proc_state(pid), None | Some('Z'))
 }
+
+/// Receives one datagram within `limit`; None when none came. A read that
+/// a signal interrupted is retried (a socket read with a timeout is never
+/// restarted by the kernel).
+pub fn recv_within(d: &Dgram, limit: Duration) -> Option<Vec<u8>> {
+    let deadline = Instant::now() + limit;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return None;
+        }
+        d.set_timeout(left);
+        match d.recv() {
+            Ok(reply) => return Some(reply),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                return None
+            }
+            Err(e) => panic!("recv: {e}"),
+        }
+    }
+}
+
+/// Sends one datagram and returns the reply (within 10 s).
+pub fn dgram_request(d: &Dgram, req: &[u8], what: &str) -> Vec<u8> {
+    d.send(req).unwrap_or_else(|e| panic!("{what}: send: {e}"));
+    recv_within(d, Duration::from_secs(10)).unwrap_or_else(|| panic!("{what}: no reply"))
+}
+
+/// One read from a stream, retrying a read a signal interrupted.
+pub fn read_some(conn: &mut Conn, buf: &mut [u8]) -> std::io::Result<usize> {
+    loop {
+        match conn.read(buf) {
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            other => return other,
+        }
+    }
+}
