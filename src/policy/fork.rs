@@ -1,0 +1,279 @@
+//! The fork policy: a child process per request, as Python's
+//! `ForkingMixIn`. The only code that forks per request.
+
+use std::collections::HashSet;
+use std::os::fd::RawFd;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{kill, SigSet, Signal};
+use nix::sys::wait::{waitid, waitpid, Id, WaitPidFlag, WaitStatus};
+use nix::unistd::Pid;
+use slog::{debug, error, warn};
+
+use crate::control::Control;
+use crate::dispatch::Dispatch;
+use crate::error::{Error, Result};
+use crate::sys::{self, Forked};
+use crate::transport::Incoming;
+use crate::watch::Watch;
+
+pub(crate) struct ForkRunner {
+    pub(super) max_children: usize,
+    pub(super) block_on_close: bool,
+    pub(super) children: HashSet<i32>,
+    pub(super) control: Arc<Control>,
+    pub(super) listener_fd: Option<RawFd>,
+    /// Set by SIGCHLD: some child exited since the last reap.
+    pub(super) exited: Arc<AtomicBool>,
+    /// Set while the loop waits for a child to exit: SIGCHLD then wakes it.
+    pub(super) wake_wanted: Arc<AtomicBool>,
+    pub(super) sigchld: signal_hook::SigId,
+    pub(super) single: sys::SingleThreaded,
+    /// This process's pid, for children to check their parent against.
+    pub(super) pid: u32,
+}
+
+impl ForkRunner {
+    pub(super) fn new(
+        max_children: usize,
+        block_on_close: bool,
+        control: &Arc<Control>,
+        listener_fd: Option<RawFd>,
+    ) -> Result<ForkRunner> {
+        let single = check_single_threaded()?;
+        // Fewer resident pages, fewer page-table entries for each fork to copy.
+        sys::release_free_memory();
+        // SIGCHLD marks children for reaping and, at the bound or while
+        // closing, wakes the serving loop to accept again at once.
+        let exited = Arc::new(AtomicBool::new(false));
+        let wake_wanted = Arc::new(AtomicBool::new(false));
+        let sigchld = control
+            .wake_sender()
+            .and_then(|tx| sys::on_child_exit(Arc::clone(&exited), Arc::clone(&wake_wanted), tx))
+            .map_err(|e| Error::os("register SIGCHLD handler", e))?;
+        Ok(ForkRunner {
+            max_children,
+            block_on_close,
+            children: HashSet::new(),
+            control: Arc::clone(control),
+            listener_fd,
+            exited,
+            wake_wanted,
+            sigchld,
+            single,
+            pid: std::process::id(),
+        })
+    }
+
+    pub(super) fn spawn(&mut self, incoming: Incoming, dispatch: &Dispatch) -> Result<()> {
+        // A graceful stop sends children SIGTERM. Unless the child inherits
+        // the action for it, it installs one; until then SIGTERM waits.
+        let inherited = sys::shutdown_read_registered(libc::SIGTERM);
+        let mask = if inherited {
+            None
+        } else {
+            Some(sys::block_signals(&[libc::SIGTERM]).map_err(|e| Error::os("sigprocmask", e))?)
+        };
+        // The proof was taken when the runner was built, and serve_forever
+        // checks again; the child leaves only through sys::exit_now.
+        let forked = sys::fork(&self.single);
+        if let Ok(Forked::Child) = forked {
+            self.run_child(incoming, dispatch, mask.as_ref());
+        }
+        if let Some(mask) = &mask {
+            let _ = sys::restore_signals(mask);
+        }
+        match forked {
+            Err(e) => Err(Error::os("fork", e)),
+            Ok(Forked::Parent(pid)) => {
+                self.children.insert(pid);
+                self.update_wake_wanted();
+                drop(incoming); // the parent's copy of the connection closes here
+                Ok(())
+            }
+            Ok(Forked::Child) => unreachable!("run_child never returns"),
+        }
+    }
+
+    /// The child's whole life: it never returns into the accept loop and
+    /// never runs the parent's destructors.
+    /// The parent only accepts, forks and closes: any page it writes
+    /// between forks is copied once per child, and its time is the server's
+    /// throughput. So the child does the rest, and drops nothing.
+    pub(super) fn run_child(
+        &self,
+        incoming: Incoming,
+        dispatch: &Dispatch,
+        mask: Option<&SigSet>,
+    ) -> ! {
+        if let Some(mask) = mask {
+            // A graceful stop's SIGTERM: finish the reply in hand, then leave.
+            let _ = sys::shutdown_read_on_signal(libc::SIGTERM);
+            let _ = sys::restore_signals(mask);
+        }
+        // A server that dies without closing (SIGKILL) leaves no orphan
+        // serving on: its children are killed too.
+        let _ = sys::set_parent_death_signal(libc::SIGKILL);
+        if std::os::unix::process::parent_id() != self.pid {
+            sys::exit_now(1); // the parent died before prctl took effect
+        }
+        if matches!(incoming, Incoming::Stream { .. }) {
+            if let Some(fd) = self.listener_fd {
+                // Without this, a long-lived child would keep the port open
+                // after the parent closed it.
+                sys::close_fd(fd);
+            }
+        }
+        let ok = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            dispatch.finish(dispatch.prepare(incoming, Watch::MainThread), true)
+        }))
+        .unwrap_or(false);
+        sys::exit_now(if ok { 0 } else { 1 })
+    }
+
+    /// Python's `collect_children(blocking=False)`: waits on each of our own
+    /// children with WNOHANG (never on -1, which could steal the status of
+    /// a process some other part of the program started). Does nothing
+    /// unless a SIGCHLD came since the last pass, so a busy server does not
+    /// pay one waitpid per live child on every loop.
+    pub(super) fn reap(&mut self, dispatch: &Dispatch) {
+        if self.exited.swap(false, Ordering::SeqCst) {
+            self.reap_all(dispatch);
+        }
+    }
+
+    pub(super) fn reap_all(&mut self, dispatch: &Dispatch) {
+        self.reap_each(dispatch);
+        self.update_wake_wanted();
+    }
+
+    /// SIGCHLD should wake the loop only while it waits at the bound.
+    /// (Stored only on change: a write would copy a page shared with
+    /// every child.)
+    pub(super) fn update_wake_wanted(&self) {
+        let want = self.children.len() >= self.max_children;
+        if self.wake_wanted.load(Ordering::Relaxed) != want {
+            self.wake_wanted.store(want, Ordering::SeqCst);
+        }
+    }
+
+    /// Reaps every exited child of ours. Peeks (WNOWAIT) at whichever
+    /// child exited and reaps it by pid if it is ours: two calls per exit
+    /// rather than one per live child. A child that is not ours is left
+    /// for its owner, and the pid-by-pid sweep finishes the pass.
+    pub(super) fn reap_each(&mut self, dispatch: &Dispatch) {
+        let peek = WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG | WaitPidFlag::WNOWAIT;
+        loop {
+            match waitid(Id::All, peek) {
+                Ok(WaitStatus::StillAlive) => return,
+                Ok(status) => match status.pid() {
+                    Some(pid) if self.children.contains(&pid.as_raw()) => {
+                        self.reap_one(pid.as_raw(), dispatch);
+                    }
+                    _ => break,
+                },
+                Err(nix::errno::Errno::ECHILD) => {
+                    self.children.clear();
+                    return;
+                }
+                Err(_) => break,
+            }
+        }
+        self.sweep(dispatch);
+    }
+
+    pub(super) fn reap_one(&mut self, pid: i32, dispatch: &Dispatch) {
+        match waitpid(Pid::from_raw(pid), Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::StillAlive) => {}
+            Ok(WaitStatus::Exited(_, 0)) | Err(nix::errno::Errno::ECHILD) => {
+                self.children.remove(&pid);
+            }
+            Ok(status) => {
+                debug!(dispatch.log, "child ended"; "child" => pid, "status" => ?status);
+                self.children.remove(&pid);
+            }
+            Err(e) => warn!(dispatch.log, "waitpid failed"; "child" => pid, "error" => %e),
+        }
+    }
+
+    /// Python's per-pid pass over every live child.
+    pub(super) fn sweep(&mut self, dispatch: &Dispatch) {
+        self.children.retain(|&pid| {
+            match waitpid(Pid::from_raw(pid), Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::StillAlive) => true,
+                Ok(WaitStatus::Exited(_, 0)) => false,
+                Ok(status) => {
+                    debug!(dispatch.log, "child ended"; "child" => pid, "status" => ?status);
+                    false
+                }
+                Err(nix::errno::Errno::ECHILD) => false,
+                Err(e) => {
+                    warn!(dispatch.log, "waitpid failed"; "child" => pid, "error" => %e);
+                    true
+                }
+            }
+        });
+    }
+
+    pub(super) fn close(&mut self, graceful: bool, deadline: Option<Instant>, dispatch: &Dispatch) {
+        self.wake_wanted.store(true, Ordering::SeqCst);
+        if graceful {
+            for &pid in &self.children {
+                let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
+            }
+        } else if !self.block_on_close {
+            return;
+        }
+        loop {
+            self.reap_each(dispatch);
+            if self.children.is_empty() {
+                return;
+            }
+            let left = match deadline {
+                Some(d) => d.saturating_duration_since(Instant::now()),
+                None => Duration::from_millis(500),
+            };
+            if left.is_zero() {
+                break;
+            }
+            // A child's exit raises SIGCHLD, which writes to the wake socket.
+            wait_readable(&self.control, left.min(Duration::from_millis(500)));
+        }
+        for &pid in &self.children {
+            error!(dispatch.log, "child outlived the graceful timeout; killing it"; "child" => pid);
+            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+            let _ = waitpid(Pid::from_raw(pid), None);
+        }
+        self.children.clear();
+    }
+}
+
+impl Drop for ForkRunner {
+    fn drop(&mut self) {
+        signal_hook::low_level::unregister(self.sigchld);
+    }
+}
+
+/// Fails unless this process has exactly one thread (see `sys::fork`).
+pub(crate) fn check_single_threaded() -> Result<sys::SingleThreaded> {
+    match sys::SingleThreaded::check().map_err(|e| Error::os("read /proc/self/task", e))? {
+        Ok(proof) => Ok(proof),
+        Err(n) => Err(Error::Config(format!(
+            "forking needs a single-threaded process, and this one has {n} threads: \
+             a child forked beside other threads could deadlock on a lock they held"
+        ))),
+    }
+}
+
+fn wait_readable(control: &Control, limit: Duration) {
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    let ms = limit.as_millis().clamp(1, i32::MAX as u128) as i32;
+    let mut fds = [PollFd::new(control.wake_source(), PollFlags::POLLIN)];
+    let _ = poll(
+        &mut fds,
+        PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX),
+    );
+    control.drain();
+}

@@ -1,0 +1,242 @@
+//! How requests run: Python's mixins as one enum chosen at run time.
+//!
+//! This is the one module that forks or spawns threads per request, and
+//! the one that reaps them: `fork` (a process per request) and `thread` (a
+//! thread per request, and the pool). Each runner provides Python's
+//! `process_request`, the reaping Python's `ForkingMixIn` does in
+//! `service_actions` and `handle_timeout`, and the waiting its
+//! `server_close` does.
+
+mod fork;
+mod thread;
+
+pub(crate) use fork::{check_single_threaded, ForkRunner};
+pub(crate) use thread::{PoolRunner, ThreadRunner};
+
+use std::os::fd::RawFd;
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::control::Control;
+use crate::dispatch::Dispatch;
+use crate::error::Result;
+use crate::transport::Incoming;
+use crate::watch::{ConnRegistry, Watch};
+
+/// How a server runs each request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Policy {
+    /// One request at a time, in the serving thread.
+    Sync,
+    /// A child process per request (per connection, or per datagram), as
+    /// Python's `ForkingMixIn`. Needs a single-threaded serving process.
+    Fork {
+        /// Live children allowed; at the bound, accepting waits for one to exit.
+        max_children: usize,
+        /// `server_close` waits for all children.
+        block_on_close: bool,
+    },
+    /// A thread per request, as Python's `ThreadingMixIn`.
+    Thread {
+        /// Daemon threads are not joined by `server_close`.
+        daemon: bool,
+        /// `server_close` joins non-daemon threads.
+        block_on_close: bool,
+    },
+    /// A fixed set of threads fed by a bounded queue. When threads and queue
+    /// are all busy, the server stops accepting and the kernel backlog holds
+    /// new clients.
+    Pool {
+        /// Worker threads.
+        threads: usize,
+        /// Requests that may wait for a free thread.
+        queue: usize,
+    },
+}
+
+impl Policy {
+    /// `Fork` with Python's defaults (40 children, block on close).
+    pub const FORK: Policy = Policy::Fork {
+        max_children: 40,
+        block_on_close: true,
+    };
+    /// `Thread` with Python's defaults (non-daemon, block on close).
+    pub const THREAD: Policy = Policy::Thread {
+        daemon: false,
+        block_on_close: true,
+    };
+
+    /// A pool sized for this machine: 4 threads per CPU, a queue as long.
+    pub fn pool_default() -> Policy {
+        let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
+        Policy::Pool {
+            threads: 4 * cpus,
+            queue: 4 * cpus,
+        }
+    }
+
+    /// The name used on the command line.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Policy::Sync => "sync",
+            Policy::Fork { .. } => "fork",
+            Policy::Thread { .. } => "thread",
+            Policy::Pool { .. } => "pool",
+        }
+    }
+}
+
+/// Counts requests in progress and lets `server_close` wait for zero.
+#[derive(Debug, Default)]
+struct InFlight {
+    count: Mutex<usize>,
+    zero: Condvar,
+}
+
+impl InFlight {
+    fn lock(&self) -> std::sync::MutexGuard<'_, usize> {
+        self.count.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn start(&self) {
+        *self.lock() += 1;
+    }
+
+    /// Marks one request done; returns the count before.
+    fn done(&self) -> usize {
+        let mut n = self.lock();
+        let before = *n;
+        *n -= 1;
+        if *n == 0 {
+            self.zero.notify_all();
+        }
+        before
+    }
+
+    fn get(&self) -> usize {
+        *self.lock()
+    }
+
+    /// Waits until nothing is in flight or `deadline` passes.
+    fn wait_zero(&self, deadline: Option<Instant>) -> bool {
+        let mut n = self.lock();
+        while *n > 0 {
+            let wait = match deadline {
+                Some(d) => match d.checked_duration_since(Instant::now()) {
+                    Some(left) => left,
+                    None => return false,
+                },
+                None => Duration::from_secs(3600),
+            };
+            n = self
+                .zero
+                .wait_timeout(n, wait)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+        true
+    }
+}
+
+/// A policy's running state inside a server.
+pub(crate) enum Runner {
+    Sync,
+    Fork(ForkRunner),
+    Thread(ThreadRunner),
+    Pool(PoolRunner),
+}
+
+impl Runner {
+    pub(crate) fn new(
+        policy: Policy,
+        dispatch: &Dispatch,
+        control: &Arc<Control>,
+        listener_fd: Option<RawFd>,
+    ) -> Result<Runner> {
+        Ok(match policy {
+            Policy::Sync => Runner::Sync,
+            Policy::Fork {
+                max_children,
+                block_on_close,
+            } => Runner::Fork(ForkRunner::new(
+                max_children.max(1),
+                block_on_close,
+                control,
+                listener_fd,
+            )?),
+            Policy::Thread {
+                daemon,
+                block_on_close,
+            } => Runner::Thread(ThreadRunner {
+                daemon,
+                block_on_close,
+                handles: Vec::new(),
+                inflight: Arc::new(InFlight::default()),
+                conns: Arc::new(ConnRegistry::default()),
+            }),
+            Policy::Pool { threads, queue } => {
+                Runner::Pool(PoolRunner::new(threads.max(1), queue, dispatch, control)?)
+            }
+        })
+    }
+
+    /// False while the policy cannot take another request (fork at
+    /// `max_children`, pool with threads and queue full).
+    pub(crate) fn can_accept(&self) -> bool {
+        match self {
+            Runner::Fork(f) => f.children.len() < f.max_children,
+            Runner::Pool(p) => p.inflight.get() < p.limit,
+            Runner::Sync | Runner::Thread(_) => true,
+        }
+    }
+
+    /// Python's `process_request`: run `incoming` under this policy.
+    pub(crate) fn process_request(
+        &mut self,
+        incoming: Incoming,
+        dispatch: &Dispatch,
+    ) -> Result<()> {
+        match self {
+            Runner::Sync => {
+                dispatch.run(incoming, Watch::MainThread);
+                Ok(())
+            }
+            Runner::Fork(f) => f.spawn(incoming, dispatch),
+            Runner::Thread(t) => t.spawn(incoming, dispatch),
+            Runner::Pool(p) => p.submit(incoming),
+        }
+    }
+
+    /// Reaps finished children or threads without blocking.
+    pub(crate) fn reap(&mut self, dispatch: &Dispatch) {
+        match self {
+            Runner::Fork(f) => f.reap(dispatch),
+            Runner::Thread(t) => t.reap(),
+            Runner::Sync | Runner::Pool(_) => {}
+        }
+    }
+
+    /// Requests in progress (children, threads, queued and running jobs).
+    pub(crate) fn active(&self) -> usize {
+        match self {
+            Runner::Sync => 0,
+            Runner::Fork(f) => f.children.len(),
+            Runner::Thread(t) => t.inflight.get(),
+            Runner::Pool(p) => p.inflight.get(),
+        }
+    }
+
+    /// Stops taking work and waits for requests in progress. `graceful`
+    /// wakes handlers blocked in `read` (their connection's read side is shut
+    /// down, or a child gets SIGTERM) and bounds the wait by `deadline`,
+    /// after which children are killed. Without `graceful`, waits as the
+    /// policy's `block_on_close` says (Python's `server_close`).
+    pub(crate) fn close(&mut self, graceful: bool, deadline: Option<Instant>, dispatch: &Dispatch) {
+        match self {
+            Runner::Sync => {}
+            Runner::Fork(f) => f.close(graceful, deadline, dispatch),
+            Runner::Thread(t) => t.close(graceful, deadline),
+            Runner::Pool(p) => p.close(graceful, deadline),
+        }
+    }
+}

@@ -1,0 +1,139 @@
+//! The thread policies: a thread per request (Python's `ThreadingMixIn`)
+//! and a fixed pool fed by a bounded queue.
+
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+use crossbeam_channel::{bounded, Sender};
+
+use super::InFlight;
+use crate::control::Control;
+use crate::dispatch::Dispatch;
+use crate::error::{Error, Result};
+use crate::transport::Incoming;
+use crate::watch::{ConnRegistry, Watch};
+
+pub(crate) struct ThreadRunner {
+    pub(super) daemon: bool,
+    pub(super) block_on_close: bool,
+    pub(super) handles: Vec<JoinHandle<()>>,
+    pub(super) inflight: Arc<InFlight>,
+    pub(super) conns: Arc<ConnRegistry>,
+}
+
+impl ThreadRunner {
+    pub(super) fn spawn(&mut self, incoming: Incoming, dispatch: &Dispatch) -> Result<()> {
+        let dispatch = dispatch.clone();
+        let inflight = Arc::clone(&self.inflight);
+        let conns = Arc::clone(&self.conns);
+        inflight.start();
+        let spawned = std::thread::Builder::new().spawn(move || {
+            dispatch.run(incoming, Watch::Registry(Arc::clone(&conns)));
+            inflight.done();
+        });
+        match spawned {
+            Ok(handle) => {
+                if !self.daemon {
+                    self.handles.push(handle);
+                }
+                Ok(())
+            }
+            Err(e) => {
+                self.inflight.done();
+                Err(Error::os("spawn request thread", e))
+            }
+        }
+    }
+
+    /// Drops the handles of finished threads. Amortised: only once the
+    /// list has grown well past the threads still running.
+    pub(super) fn reap(&mut self) {
+        if self.handles.len() > 2 * self.inflight.get() + 64 {
+            self.handles.retain(|h| !h.is_finished());
+        }
+    }
+
+    pub(super) fn close(&mut self, graceful: bool, deadline: Option<Instant>) {
+        if graceful {
+            self.conns.shutdown_reads();
+            self.inflight.wait_zero(deadline);
+        } else if self.block_on_close && !self.daemon {
+            for h in self.handles.drain(..) {
+                let _ = h.join();
+            }
+        }
+        self.handles.retain(|h| !h.is_finished());
+    }
+}
+
+pub(crate) struct PoolRunner {
+    pub(super) limit: usize,
+    pub(super) tx: Option<Sender<Incoming>>,
+    pub(super) workers: Vec<JoinHandle<()>>,
+    pub(super) inflight: Arc<InFlight>,
+    pub(super) conns: Arc<ConnRegistry>,
+}
+
+impl PoolRunner {
+    pub(super) fn new(
+        threads: usize,
+        queue: usize,
+        dispatch: &Dispatch,
+        control: &Arc<Control>,
+    ) -> Result<Self> {
+        let (tx, rx) = bounded::<Incoming>(queue);
+        let inflight = Arc::new(InFlight::default());
+        let conns = Arc::new(ConnRegistry::default());
+        let limit = threads + queue;
+        let mut workers = Vec::with_capacity(threads);
+        for i in 0..threads {
+            let (rx, dispatch, inflight) = (rx.clone(), dispatch.clone(), Arc::clone(&inflight));
+            let (conns, control) = (Arc::clone(&conns), Arc::clone(control));
+            let handle = std::thread::Builder::new()
+                .name(format!("pool-{i}"))
+                .spawn(move || {
+                    for incoming in rx.iter() {
+                        dispatch.run(incoming, Watch::Registry(Arc::clone(&conns)));
+                        if inflight.done() == limit {
+                            control.wake(); // the accept loop was paused: resume it
+                        }
+                    }
+                })
+                .map_err(|e| Error::os("spawn pool thread", e))?;
+            workers.push(handle);
+        }
+        Ok(PoolRunner {
+            limit,
+            tx: Some(tx),
+            workers,
+            inflight,
+            conns,
+        })
+    }
+
+    pub(super) fn submit(&mut self, incoming: Incoming) -> Result<()> {
+        let Some(tx) = &self.tx else {
+            return Err(Error::Config("pool is closed".into()));
+        };
+        self.inflight.start();
+        // can_accept() held, so a worker is free or the queue has room:
+        // this send waits at most for a free worker to pick the job up.
+        tx.send(incoming).map_err(|_| {
+            self.inflight.done();
+            Error::Config("pool workers are gone".into())
+        })
+    }
+
+    pub(super) fn close(&mut self, graceful: bool, deadline: Option<Instant>) {
+        self.tx = None; // workers finish the queue, then their loops end
+        if graceful {
+            self.conns.shutdown_reads();
+        }
+        if self.inflight.wait_zero(deadline) {
+            for w in self.workers.drain(..) {
+                let _ = w.join();
+            }
+        }
+    }
+}
