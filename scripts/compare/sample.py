@@ -1,0 +1,142 @@
+#!/usr/bin/env python3
+"""Memory and size of a process tree, once or as peaks over time.
+
+    sample.py once PID
+        Prints one JSON object: {"rss_kib", "pss_kib", "processes", "threads"}
+        summed over PID and all its descendants.
+    sample.py peak PID --out FILE [--interval 0.2] [--max-seconds 600]
+        Samples the tree every --interval seconds and keeps the largest value
+        of each field (each on its own: the peaks need not be simultaneous),
+        rewriting FILE (atomically) after every sample, until SIGTERM/SIGINT,
+        the end of PID, or --max-seconds. FILE then holds the same fields plus
+        "samples"; it appears with the first sample, so a caller can wait for
+        it before starting the load.
+
+The tree walk is scripts/bench/pss.sh's (children found through the ppid
+field of /proc/*/stat; Rss: and Pss: from /proc/P/smaps_rollup, Threads: from
+/proc/P/status; processes that vanish while being read are skipped), in
+Python so that sampling every 200 ms during a load run costs a few ms of CPU
+rather than a bash process per sample. PSS splits each shared page among the
+processes mapping it, so over a tree it counts each page once; RSS counts a
+page shared by N processes N times (what `ps` and `top` add up to).
+"""
+
+import argparse
+import json
+import os
+import signal
+import sys
+import time
+
+FIELDS = ("rss_kib", "pss_kib", "processes", "threads")
+
+
+def tree(root):
+    """PID and its descendants (root first)."""
+    kids = {}
+    with os.scandir("/proc") as it:
+        for e in it:
+            if not e.name.isdigit():
+                continue
+            try:
+                with open(f"/proc/{e.name}/stat", "rb") as f:
+                    line = f.read()
+            except OSError:
+                continue
+            # Fields after "pid (comm) ": state ppid ... (comm may hold spaces and parens).
+            rest = line[line.rfind(b")") + 2:].split()
+            if len(rest) > 1:
+                kids.setdefault(int(rest[1]), []).append(int(e.name))
+    out = [root]
+    i = 0
+    while i < len(out):
+        out.extend(kids.get(out[i], ()))
+        i += 1
+    return out
+
+
+def _field(path, names):
+    found = {}
+    try:
+        with open(path, "rb") as f:
+            for line in f:
+                key, _, value = line.partition(b":")
+                if key in names:
+                    found[key] = int(value.split()[0])
+                    if len(found) == len(names):
+                        break
+    except (OSError, ValueError, IndexError):
+        return None
+    return found
+
+
+def measure(root):
+    """The summed fields over the tree of `root`, or None if root is gone."""
+    total = dict.fromkeys(FIELDS, 0)
+    seen_root = False
+    for pid in tree(root):
+        mem = _field(f"/proc/{pid}/smaps_rollup", (b"Rss", b"Pss"))
+        if not mem or b"Pss" not in mem:
+            continue  # gone, or a kernel thread / zombie without a memory map
+        st = _field(f"/proc/{pid}/status", (b"Threads",)) or {}
+        seen_root |= pid == root
+        total["rss_kib"] += mem.get(b"Rss", 0)
+        total["pss_kib"] += mem[b"Pss"]
+        total["processes"] += 1
+        total["threads"] += st.get(b"Threads", 1)
+    return total if seen_root else None
+
+
+def _write(path, obj):
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(obj, f)
+        f.write("\n")
+    os.replace(tmp, path)
+
+
+def cmd_once(a):
+    m = measure(a.pid)
+    if m is None:
+        print(f"sample.py: no readable process {a.pid}", file=sys.stderr)
+        return 1
+    print(json.dumps(m))
+    return 0
+
+
+def cmd_peak(a):
+    stop = []
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.append(1))
+    peak = dict.fromkeys(FIELDS, 0)
+    peak["samples"] = 0
+    deadline = time.monotonic() + a.max_seconds
+    while not stop and time.monotonic() < deadline:
+        m = measure(a.pid)
+        if m is None:
+            break
+        for k in FIELDS:
+            peak[k] = max(peak[k], m[k])
+        peak["samples"] += 1
+        _write(a.out, peak)
+        if not stop:
+            time.sleep(a.interval)
+    return 0
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="cmd", required=True)
+    once = sub.add_parser("once")
+    once.add_argument("pid", type=int)
+    pk = sub.add_parser("peak")
+    pk.add_argument("pid", type=int)
+    pk.add_argument("--out", required=True)
+    pk.add_argument("--interval", type=float, default=0.2)
+    pk.add_argument("--max-seconds", type=float, default=600.0)
+    a = p.parse_args()
+    return cmd_once(a) if a.cmd == "once" else cmd_peak(a)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
