@@ -92,6 +92,10 @@ where
     chart
         .configure_mesh()
         .disable_x_mesh()
+        .y_label_formatter(&|v| match metric {
+            Metric::Rate => format!("{v:.0}"),
+            Metric::P99 => format!("{v:.1}"),
+        })
         .x_labels(policies.len() * slots)
         .x_label_formatter(&|x| {
             if x % slots == transports.len() / 2 {

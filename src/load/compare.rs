@@ -35,7 +35,9 @@ pub struct Cell {
 /// The parts of sockload's report the comparison uses.
 #[derive(Debug, Clone, Deserialize)]
 pub struct Load {
-    /// Requests per second over the measured period.
+    /// Successful requests per second over the measured period (failed
+    /// ones are not throughput).
+    #[serde(rename = "ok_per_s")]
     pub requests_per_s: f64,
     /// Failed requests.
     pub errors_total: u64,
@@ -205,7 +207,7 @@ mod tests {
     fn cell(policy: &str, workload: &str, rate: f64) -> String {
         format!(
             r#"{{"kind":"cell","server":"sockserv","policy":"{policy}","transport":"tcp","workload":"{workload}",
-            "load":{{"requests_per_s":{rate},"errors_total":0,"latency":{{"p50_us":10,"p99_us":90,"p999_us":200}}}},
+            "load":{{"ok_per_s":{rate},"errors_total":0,"latency":{{"p50_us":10,"p99_us":90,"p999_us":200}}}},
             "peak":{{"rss_kib":4096,"pss_kib":2048,"processes":3,"threads":3}}}}"#
         )
     }
