@@ -245,8 +245,11 @@ fn twenty_reloads_leak_no_master_fds() {
     }
     // The newest workers are settled once all 42 have logged "serving".
     assert!(wait_until(Duration::from_secs(5), || serving(&server, 42)));
+    // A leak grows the count by one or more per reload (20 or more here);
+    // a descriptor the master holds for an instant may inflate either
+    // reading by one, so the check is "not above the baseline".
     let settled = wait_until(Duration::from_secs(5), || {
-        fd_count(server.pid()) == baseline
+        fd_count(server.pid()) <= baseline
     });
     assert!(
         settled,
