@@ -181,7 +181,13 @@ fn max_requests_recycles_workers_without_failing_a_request() {
         "only {retired} retirements:\n{}",
         server.log_text()
     );
-    assert!(workers(server.pid()).iter().all(|p| !first.contains(p)));
+    // Which worker takes a connection is the kernel's choice, so one of the
+    // first two may have served fewer than 25; at least one was recycled.
+    assert!(workers(server.pid()).iter().any(|p| !first.contains(p)));
+    // A retiring worker may still be finishing beside its replacement.
+    assert!(wait_until(Duration::from_secs(5), || workers(server.pid())
+        .len()
+        == 2));
 }
 
 #[test]
