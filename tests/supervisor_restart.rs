@@ -32,8 +32,22 @@ fn killing_a_worker_refuses_no_client_and_a_new_worker_serves() {
         "the new worker serves"
     );
     let stats = clients.stop();
+    // No client is refused: the master holds the socket, and connections
+    // made while no worker runs wait in the backlog for the new one. The
+    // one request the killed worker may have been serving at the instant
+    // of SIGKILL dies with it (a reset); nothing else may fail.
+    let refused = stats
+        .failures
+        .iter()
+        .filter(|f| f.contains("refused"))
+        .count();
+    assert_eq!(
+        refused, 0,
+        "{} ok, failures: {:?}",
+        stats.ok, stats.failures
+    );
     assert!(
-        stats.failures.is_empty(),
+        stats.failures.len() <= 1,
         "{} ok, failures: {:?}",
         stats.ok,
         stats.failures
