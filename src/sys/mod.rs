@@ -87,17 +87,6 @@ pub fn ignore_sigpipe() -> io::Result<()> {
     Ok(())
 }
 
-/// Restores the default action for `sig` (used by forked children for
-/// signals the parent routes to its own wake-up channel).
-pub fn default_signal(sig: i32) -> io::Result<()> {
-    // SAFETY: SIG_DFL is valid for any catchable signal.
-    let prev = unsafe { libc::signal(sig, libc::SIG_DFL) };
-    if prev == libc::SIG_ERR {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
-}
-
 /// Number of threads in this process, read from `/proc/self/task`.
 pub fn thread_count() -> io::Result<usize> {
     Ok(std::fs::read_dir("/proc/self/task")?.count())
@@ -159,17 +148,6 @@ pub fn set_parent_death_signal(sig: i32) -> io::Result<()> {
 /// are ignored because the only goal is to wake a blocked reader.
 pub fn shutdown_read(fd: RawFd) {
     let _ = syscall!(shutdown(fd, libc::SHUT_RD));
-}
-
-/// Returns the current soft limit on open files.
-pub fn nofile_limit() -> io::Result<u64> {
-    let mut rl = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: rl is a valid, writable rlimit struct.
-    syscall!(getrlimit(libc::RLIMIT_NOFILE, &mut rl))?;
-    Ok(rl.rlim_cur)
 }
 
 /// `recvfrom(2)` with MSG_TRUNC: returns the datagram's real length, which
