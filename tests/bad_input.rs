@@ -14,8 +14,8 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::{
-    children, dgram_request, fd_count, listen_for, read_some, recv_within, temp_socket, wait_until,
-    Conn, Dgram, Sockserv,
+    children, dgram_request, fd_count, listen_for, read_some, recv_within, serving_pid,
+    temp_socket, wait_until, Conn, Dgram, Sockserv,
 };
 
 /// Observation window for "no reply arrives": a reply from a live loopback
@@ -310,22 +310,6 @@ fn vanish(transport: &str, addr: &str, how: Vanish, what: &str) -> Option<UnixSt
             Some(s)
         }
         _ => unreachable!("{what}"),
-    }
-}
-
-/// The pid of the process that serves requests: the one worker a
-/// supervising master started, once it says it serves; or the server itself.
-fn serving_pid(server: &Sockserv, supervised: bool) -> i32 {
-    if !supervised {
-        return server.pid();
-    }
-    // Only the substring: concurrent writers may break up the JSON around it.
-    server
-        .wait_log(PROMPTLY, |l| l.contains("worker serving"))
-        .unwrap_or_else(|| panic!("no worker serving; log:\n{}", server.log_text()));
-    match children(server.pid())[..] {
-        [worker] => worker,
-        ref other => panic!("expected one worker, found {other:?}"),
     }
 }
 

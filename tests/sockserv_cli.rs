@@ -13,8 +13,8 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::{
-    children, descendants, dgram_request, fd_count, json_field, listen_for, proc_state, read_some,
-    recv_within, wait_until, Conn, Dgram, Sockserv,
+    children, descendants, dgram_request, fd_count, gone, json_field, listen_for, read_some,
+    recv_within, serving_pid, wait_until, Conn, Dgram, Sockserv,
 };
 
 /// Upper bound for anything the server should do promptly (generous: the
@@ -193,27 +193,6 @@ fn listening_line_carries_transport_policy_and_service() {
 // ---------------------------------------------------------------------------
 // SIGTERM with a request in flight
 
-/// True when `pid` no longer runs (gone, or a zombie awaiting its reaper).
-fn not_running(pid: i32) -> bool {
-    matches!(proc_state(pid), None | Some('Z'))
-}
-
-/// The pid of the process that serves requests: the one worker a
-/// supervising master started, once it says it serves; or the server itself.
-fn serving_pid(server: &Sockserv, supervised: bool) -> i32 {
-    if !supervised {
-        return server.pid();
-    }
-    // Only the substring: concurrent writers may break up the JSON around it.
-    server
-        .wait_log(PROMPTLY, |l| l.contains("worker serving"))
-        .unwrap_or_else(|| panic!("no worker serving; log:\n{}", server.log_text()));
-    match children(server.pid())[..] {
-        [worker] => worker,
-        ref other => panic!("expected one worker, found {other:?}"),
-    }
-}
-
 /// Sends a request to a `delay --delay-ms 400` server, sends SIGTERM once the
 /// server has taken it, and checks that the reply still arrives whole, the
 /// server exits 0 with no process of its tree left running, and a Unix
@@ -299,10 +278,7 @@ fn sigterm_finishes_the_request_in_flight(transport: &str, policy: &str, supervi
         );
     }
     for pid in tree {
-        assert!(
-            not_running(pid),
-            "{what}: process {pid} outlived the server"
-        );
+        assert!(gone(pid), "{what}: process {pid} outlived the server");
     }
     if transport == "unix" {
         assert!(

@@ -592,3 +592,19 @@ pub fn read_some(conn: &mut Conn, buf: &mut [u8]) -> std::io::Result<usize> {
         }
     }
 }
+
+/// The pid of the process that serves requests: the one worker a
+/// supervising master started, once it says it serves; or the server itself.
+pub fn serving_pid(server: &Sockserv, supervised: bool) -> i32 {
+    if !supervised {
+        return server.pid();
+    }
+    // Only the substring: concurrent writers may break up the JSON around it.
+    server
+        .wait_log(Duration::from_secs(10), |l| l.contains("worker serving"))
+        .unwrap_or_else(|| panic!("no worker serving; log:\n{}", server.log_text()));
+    match children(server.pid())[..] {
+        [worker] => worker,
+        ref other => panic!("expected one worker, found {other:?}"),
+    }
+}
