@@ -4,7 +4,7 @@
 
 mod common;
 
-use std::io::Read;
+use std::io::{Read, Write};
 use std::time::Duration;
 
 use common::{listen_for, Conn, Dgram, Sockserv};
@@ -77,6 +77,41 @@ fn upper_round_trips_over_every_transport_and_policy() {
     for t in TRANSPORTS {
         for p in POLICIES {
             round_trips(t, p, "upper");
+        }
+    }
+}
+
+/// Streams `BULK` bytes of mixed case through `upper` while reading the
+/// reply, so reads fill the server's buffers and requests span reads.
+fn bulk_round_trip(transport: &str, policy: &str) {
+    const BULK: usize = 1 << 20;
+    let (listen, _dir) = listen_for(transport);
+    let server = Sockserv::start(&[
+        "--transport",
+        transport,
+        "--listen",
+        &listen,
+        "--policy",
+        policy,
+        "--service",
+        "upper",
+    ]);
+    let mut conn = Conn::connect(transport, &server.addr).unwrap();
+    let mut writer = conn.try_clone().unwrap();
+    let sent: Vec<u8> = (0..BULK).map(|i| b"aBcDeFgHiJ\xff\n"[i % 12]).collect();
+    let want = sent.to_ascii_uppercase();
+    let feeder = std::thread::spawn(move || writer.write_all(&sent));
+    let mut got = vec![0u8; BULK];
+    conn.read_exact(&mut got).unwrap();
+    feeder.join().unwrap().unwrap();
+    assert!(got == want, "{transport}/{policy}: the bulk reply differs");
+}
+
+#[test]
+fn bulk_streams_come_back_whole_under_every_policy() {
+    for t in ["tcp", "unix"] {
+        for p in POLICIES {
+            bulk_round_trip(t, p);
         }
     }
 }

@@ -21,6 +21,13 @@ use crate::handler::{Handler, Request, StreamRequest};
 /// and the connection is closed.
 pub const MAX_LINE: usize = 4096;
 
+/// The stack buffer a stream connection's reads start in (under a page, so
+/// no stack probe touches pages it does not use).
+const SMALL_READ: usize = 2048;
+
+/// The heap buffer reads move to once one fills `SMALL_READ`.
+const BIG_READ: usize = 16 * 1024;
+
 /// How a stream is cut into requests.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Framing {
@@ -68,25 +75,39 @@ impl ServiceHandler {
         }
     }
 
-    /// Each read is one request. The buffer is uninitialised stack memory
-    /// and in-place services reply from it: nothing is allocated, and only
-    /// the bytes received are touched.
+    /// Each read is one request. Reads start in a small uninitialised
+    /// stack buffer and move to a 16 KiB heap buffer once a read fills it,
+    /// and in-place services reply from the buffer. A 16 KiB stack array
+    /// would cost every connection four pages of stack, whether or not it
+    /// ever sends that much: the compiler's stack probes write each page of
+    /// a frame over 4 KiB on entry. This way a connection that only sends
+    /// small requests spends at most one page on its buffer.
     fn serve_chunks(&self, s: &mut StreamRequest) -> io::Result<()> {
-        let mut space = [MaybeUninit::<u8>::uninit(); 16 * 1024];
+        let mut small = [MaybeUninit::<u8>::uninit(); SMALL_READ];
+        let mut big: Option<Box<[MaybeUninit<u8>]>> = None;
         let mut out = Vec::new();
         loop {
-            let request = s.read_uninit(&mut space)?;
+            let space = match big.as_deref_mut() {
+                Some(big) => big,
+                None => &mut small[..],
+            };
+            let full = space.len();
+            let request = s.read_uninit(space)?;
             if request.is_empty() {
                 return Ok(());
             }
+            let grow = request.len() == full;
             if self.service.respond_in_place(request) {
                 s.write_all(request)?;
-                continue;
+            } else {
+                out.clear();
+                self.service.respond(request, true, &mut out);
+                if !out.is_empty() {
+                    s.write_all(&out)?;
+                }
             }
-            out.clear();
-            self.service.respond(request, true, &mut out);
-            if !out.is_empty() {
-                s.write_all(&out)?;
+            if grow && big.is_none() {
+                big = Some(Box::new_uninit_slice(BIG_READ));
             }
         }
     }

@@ -316,6 +316,15 @@ impl Conn {
         }
     }
 
+    /// A second handle on the same connection (to write from one thread
+    /// while reading from another).
+    pub fn try_clone(&self) -> std::io::Result<Conn> {
+        Ok(match self {
+            Conn::Tcp(s) => Conn::Tcp(s.try_clone()?),
+            Conn::Unix(s) => Conn::Unix(s.try_clone()?),
+        })
+    }
+
     /// Sends `req` and reads exactly `want` bytes back.
     pub fn request(&mut self, req: &[u8], want: usize) -> std::io::Result<Vec<u8>> {
         self.write_all(req)?;
