@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 pub use builtin::Builtin;
 
-use crate::handler::{Handler, Request, StreamRequest};
+use crate::handler::{run_handler, Handler, HandlerFactory, Request, StreamRequest};
 
 /// The longest line a line service reads; a longer one gets an error reply
 /// and the connection is closed.
@@ -62,14 +62,36 @@ pub struct ServiceHandler {
 
 impl ServiceHandler {
     /// A factory making handlers for `service`, for `ServerBuilder::build`.
-    pub fn factory(service: Arc<dyn Service>) -> impl Fn() -> ServiceHandler + Send + Sync {
-        move || ServiceHandler {
-            service: Arc::clone(&service),
-        }
+    pub fn factory(service: Arc<dyn Service>) -> ServiceFactory {
+        ServiceFactory { service }
+    }
+}
+
+/// Serves each request with one shared service. It lends the service to
+/// each request instead of cloning its `Arc`: in a fork-policy child, a
+/// reference-count increment would copy a heap page shared with the parent.
+pub struct ServiceFactory {
+    service: Arc<dyn Service>,
+}
+
+impl HandlerFactory for ServiceFactory {
+    fn make(&self) -> Box<dyn Handler> {
+        Box::new(ServiceHandler {
+            service: Arc::clone(&self.service),
+        })
     }
 
+    fn serve(&self, request: &mut Request) -> io::Result<()> {
+        run_handler(&mut Serving(&*self.service), request)
+    }
+}
+
+/// A request's handler, borrowing the service.
+struct Serving<'a>(&'a dyn Service);
+
+impl Serving<'_> {
     fn serve_stream(&self, s: &mut StreamRequest) -> io::Result<()> {
-        match self.service.framing() {
+        match self.0.framing() {
             Framing::Chunk => self.serve_chunks(s),
             Framing::Line => self.serve_lines(s),
         }
@@ -97,11 +119,11 @@ impl ServiceHandler {
                 return Ok(());
             }
             let grow = request.len() == full;
-            if self.service.respond_in_place(request) {
+            if self.0.respond_in_place(request) {
                 s.write_all(request)?;
             } else {
                 out.clear();
-                self.service.respond(request, true, &mut out);
+                self.0.respond(request, true, &mut out);
                 if !out.is_empty() {
                     s.write_all(&out)?;
                 }
@@ -125,7 +147,7 @@ impl ServiceHandler {
                 return Ok(());
             }
             out.clear();
-            self.service.respond(&line, true, &mut out);
+            self.0.respond(&line, true, &mut out);
             if !out.is_empty() {
                 s.write_all(&out)?;
             }
@@ -133,14 +155,20 @@ impl ServiceHandler {
     }
 }
 
-impl Handler for ServiceHandler {
+impl Handler for Serving<'_> {
     fn handle(&mut self, req: &mut Request) -> io::Result<()> {
         match req {
             Request::Stream(s) => self.serve_stream(s),
             Request::Datagram(d) => {
-                self.service.respond(&d.packet, false, &mut d.reply);
+                self.0.respond(&d.packet, false, &mut d.reply);
                 Ok(())
             }
         }
+    }
+}
+
+impl Handler for ServiceHandler {
+    fn handle(&mut self, req: &mut Request) -> io::Result<()> {
+        Serving(&*self.service).handle(req)
     }
 }
