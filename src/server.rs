@@ -226,6 +226,7 @@ impl Server {
         if matches!(self.policy, Policy::Fork { .. }) {
             check_single_threaded()?; // threads may have started since build
         }
+        self.runner.begin()?;
         self.control.begin();
         while !self.control.stop_requested() {
             let ready = self.wait(Some(poll_interval));
@@ -245,6 +246,7 @@ impl Server {
     /// calls `handle_timeout` when none arrives in time. Returns early when
     /// a stop is requested.
     pub fn handle_request(&mut self) -> Result<()> {
+        self.runner.begin()?;
         let deadline = self.timeout.map(|t| Instant::now() + t);
         loop {
             let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
@@ -297,20 +299,25 @@ impl Server {
         let watch = !backing_off && self.runner.can_accept() && self.listener.is_some();
         let ms = limit.map_or(-1, |l| l.as_millis().min(i32::MAX as u128) as i32);
         let timeout = PollTimeout::try_from(ms).unwrap_or(PollTimeout::NONE);
-        let wake = PollFd::new(self.control.wake_source(), PollFlags::POLLIN);
         let fired = |fd: &PollFd<'_>| fd.revents().is_some_and(|r| !r.is_empty());
-        let (woken, ready) = match (&self.listener, watch) {
-            (Some(l), true) => {
-                let mut fds = [wake, PollFd::new(l.socket.as_fd(), PollFlags::POLLIN)];
-                let _ = poll(&mut fds, timeout);
-                (fired(&fds[0]), fired(&fds[1]))
-            }
-            _ => {
-                let mut fds = [wake];
-                let _ = poll(&mut fds, timeout);
-                (fired(&fds[0]), false)
-            }
-        };
+        // The wake-up, the policy's events (a child's exit), the listener.
+        // (An array, not a Vec: a forking server's loop allocates nothing,
+        // as each heap page it writes is copied once per child.)
+        let wake = PollFd::new(self.control.wake_source(), PollFlags::POLLIN);
+        let mut fds = [wake, wake, wake];
+        let mut n = 1;
+        if let Some(fd) = self.runner.event_fd() {
+            fds[n] = PollFd::new(fd, PollFlags::POLLIN);
+            n += 1;
+        }
+        let listen_at = n;
+        if let (Some(l), true) = (&self.listener, watch) {
+            fds[n] = PollFd::new(l.socket.as_fd(), PollFlags::POLLIN);
+            n += 1;
+        }
+        let _ = poll(&mut fds[..n], timeout);
+        let woken = fired(&fds[0]);
+        let ready = listen_at < n && fired(&fds[listen_at]);
         if woken {
             self.control.drain();
         }

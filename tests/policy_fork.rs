@@ -150,3 +150,40 @@ fn a_forking_server_stays_single_threaded() {
     assert_eq!(child.len(), 1);
     assert_eq!(thread_count(child[0]), 1);
 }
+
+/// The signals blocked in `pid`, from /proc/PID/status (SigBlk).
+fn blocked_signals(pid: i32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let hex = status
+        .lines()
+        .find_map(|l| l.strip_prefix("SigBlk:"))
+        .expect("SigBlk in status");
+    u64::from_str_radix(hex.trim(), 16).unwrap()
+}
+
+#[test]
+fn the_server_blocks_sigchld_and_its_children_get_the_usual_mask() {
+    let sigchld_bit = 1u64 << (libc::SIGCHLD - 1);
+    for supervised in [false, true] {
+        let mut args = vec!["--listen", "127.0.0.1:0", "--policy", "fork"];
+        if !supervised {
+            args.push("--no-supervisor");
+        }
+        let server = Sockserv::start(&args);
+        let serving = common::serving_pid(&server, supervised);
+        let mut c = Conn::connect("tcp", &server.addr).unwrap();
+        assert_eq!(c.request(b"x", 1).unwrap(), b"x");
+        let child = children(serving);
+        assert_eq!(child.len(), 1, "supervised={supervised}");
+        assert_ne!(
+            blocked_signals(serving) & sigchld_bit,
+            0,
+            "supervised={supervised}: the serving process takes SIGCHLD from a signalfd"
+        );
+        assert_eq!(
+            blocked_signals(child[0]),
+            0,
+            "supervised={supervised}: a child runs with no signal blocked"
+        );
+    }
+}

@@ -1,13 +1,12 @@
 //! The fork policy: a child process per request, as Python's
 //! `ForkingMixIn`. The only code that forks per request.
 
-use std::collections::HashSet;
-use std::os::fd::RawFd;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::os::fd::{AsFd, BorrowedFd, RawFd};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{kill, SigSet, Signal};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::sys::wait::{waitid, waitpid, Id, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 use slog::{debug, error, warn};
@@ -15,21 +14,26 @@ use slog::{debug, error, warn};
 use crate::control::Control;
 use crate::dispatch::Dispatch;
 use crate::error::{Error, Result};
-use crate::sys::{self, Forked};
+use crate::sys::{self, Forked, PidTable};
 use crate::transport::Incoming;
 use crate::watch::Watch;
 
 pub(crate) struct ForkRunner {
     pub(super) max_children: usize,
     pub(super) block_on_close: bool,
-    pub(super) children: HashSet<i32>,
+    pub(super) children: PidTable,
     pub(super) control: Arc<Control>,
     pub(super) listener_fd: Option<RawFd>,
-    /// Set by SIGCHLD: some child exited since the last reap.
-    pub(super) exited: Arc<AtomicBool>,
-    /// Set while the loop waits for a child to exit: SIGCHLD then wakes it.
-    pub(super) wake_wanted: Arc<AtomicBool>,
-    pub(super) sigchld: signal_hook::SigId,
+    /// Readable while a SIGCHLD is pending. SIGCHLD stays blocked in the
+    /// serving process: no handler runs per child, and no child's exit
+    /// makes a fork in progress start over (the kernel restarts a fork
+    /// that an unblocked signal interrupts, after copying the memory map).
+    pub(super) sigchld: SignalFd,
+    /// The signal mask from before SIGCHLD was blocked: children get it
+    /// back, and so does this process when the runner goes.
+    pub(super) mask: SigSet,
+    /// SIGCHLD was blocked before the runner blocked it.
+    pub(super) caller_blocked_sigchld: bool,
     pub(super) single: sys::SingleThreaded,
     /// This process's pid, for children to check their parent against.
     pub(super) pid: u32,
@@ -45,26 +49,47 @@ impl ForkRunner {
         let single = check_single_threaded()?;
         // Fewer resident pages, fewer page-table entries for each fork to copy.
         sys::release_free_memory();
-        // SIGCHLD marks children for reaping and, at the bound or while
-        // closing, wakes the serving loop to accept again at once.
-        let exited = Arc::new(AtomicBool::new(false));
-        let wake_wanted = Arc::new(AtomicBool::new(false));
-        let sigchld = control
-            .wake_sender()
-            .and_then(|tx| sys::on_child_exit(Arc::clone(&exited), Arc::clone(&wake_wanted), tx))
-            .map_err(|e| Error::os("register SIGCHLD handler", e))?;
+        let children =
+            PidTable::new(max_children).map_err(|e| Error::os("map the table of children", e))?;
+        let mask =
+            sys::block_signals(&[libc::SIGCHLD]).map_err(|e| Error::os("block SIGCHLD", e))?;
+        let caller_blocked_sigchld = mask.contains(Signal::SIGCHLD);
+        let mut set = SigSet::empty();
+        set.add(Signal::SIGCHLD);
+        let sigchld =
+            match SignalFd::with_flags(&set, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC) {
+                Ok(fd) => fd,
+                Err(e) => {
+                    let _ = sys::restore_signals(&mask);
+                    return Err(Error::os("signalfd for SIGCHLD", std::io::Error::from(e)));
+                }
+            };
         Ok(ForkRunner {
-            max_children,
+            max_children: max_children.min(children.capacity()),
             block_on_close,
-            children: HashSet::new(),
+            children,
             control: Arc::clone(control),
             listener_fd,
-            exited,
-            wake_wanted,
             sigchld,
+            mask,
+            caller_blocked_sigchld,
             single,
             pid: std::process::id(),
         })
+    }
+
+    /// Called as serving starts: blocks SIGCHLD again, in case the program
+    /// changed the signal mask since the runner was built (a supervisor
+    /// worker unblocks its signals once its server is built), and takes
+    /// the mask children get from now.
+    pub(super) fn begin(&mut self) -> Result<()> {
+        let mut mask =
+            sys::block_signals(&[libc::SIGCHLD]).map_err(|e| Error::os("block SIGCHLD", e))?;
+        if !self.caller_blocked_sigchld {
+            mask.remove(Signal::SIGCHLD);
+        }
+        self.mask = mask;
+        Ok(())
     }
 
     pub(super) fn spawn(&mut self, incoming: Incoming, dispatch: &Dispatch) -> Result<()> {
@@ -88,8 +113,8 @@ impl ForkRunner {
         match forked {
             Err(e) => Err(Error::os("fork", e)),
             Ok(Forked::Parent(pid)) => {
+                // Never full: the loop stops accepting at max_children.
                 self.children.insert(pid);
-                self.update_wake_wanted();
                 drop(incoming); // the parent's copy of the connection closes here
                 Ok(())
             }
@@ -108,11 +133,12 @@ impl ForkRunner {
         dispatch: &Dispatch,
         mask: Option<&SigSet>,
     ) -> ! {
-        if let Some(mask) = mask {
+        if mask.is_some() {
             // A graceful stop's SIGTERM: finish the reply in hand, then leave.
             let _ = sys::shutdown_read_on_signal(libc::SIGTERM);
-            let _ = sys::restore_signals(mask);
         }
+        // The mask the program had: SIGCHLD (and SIGTERM) unblocked.
+        let _ = sys::restore_signals(&self.mask);
         // A server that dies without closing (SIGKILL) leaves no orphan
         // serving on: its children are killed too.
         let _ = sys::set_parent_death_signal(libc::SIGKILL);
@@ -139,24 +165,24 @@ impl ForkRunner {
     /// unless a SIGCHLD came since the last pass, so a busy server does not
     /// pay one waitpid per live child on every loop.
     pub(super) fn reap(&mut self, dispatch: &Dispatch) {
-        if self.exited.swap(false, Ordering::SeqCst) {
-            self.reap_all(dispatch);
+        if self.take_sigchld() {
+            self.reap_each(dispatch);
         }
     }
 
-    pub(super) fn reap_all(&mut self, dispatch: &Dispatch) {
-        self.reap_each(dispatch);
-        self.update_wake_wanted();
+    /// Consumes a pending SIGCHLD; true if there was one.
+    fn take_sigchld(&mut self) -> bool {
+        let mut any = false;
+        while let Ok(Some(_)) = self.sigchld.read_signal() {
+            any = true;
+        }
+        any
     }
 
-    /// SIGCHLD should wake the loop only while it waits at the bound.
-    /// (Stored only on change: a write would copy a page shared with
-    /// every child.)
-    pub(super) fn update_wake_wanted(&self) {
-        let want = self.children.len() >= self.max_children;
-        if self.wake_wanted.load(Ordering::Relaxed) != want {
-            self.wake_wanted.store(want, Ordering::SeqCst);
-        }
+    /// Readable when a child has exited since the last reap: the serving
+    /// loop polls it beside the listener, so it wakes at the bound.
+    pub(super) fn event_fd(&self) -> BorrowedFd<'_> {
+        self.sigchld.as_fd()
     }
 
     /// Reaps every exited child of ours. Peeks (WNOWAIT) at whichever
@@ -169,7 +195,7 @@ impl ForkRunner {
             match waitid(Id::All, peek) {
                 Ok(WaitStatus::StillAlive) => return,
                 Ok(status) => match status.pid() {
-                    Some(pid) if self.children.contains(&pid.as_raw()) => {
+                    Some(pid) if self.children.contains(pid.as_raw()) => {
                         self.reap_one(pid.as_raw(), dispatch);
                     }
                     _ => break,
@@ -188,11 +214,11 @@ impl ForkRunner {
         match waitpid(Pid::from_raw(pid), Some(WaitPidFlag::WNOHANG)) {
             Ok(WaitStatus::StillAlive) => {}
             Ok(WaitStatus::Exited(_, 0)) | Err(nix::errno::Errno::ECHILD) => {
-                self.children.remove(&pid);
+                self.children.remove(pid);
             }
             Ok(status) => {
                 debug!(dispatch.log, "child ended"; "child" => pid, "status" => ?status);
-                self.children.remove(&pid);
+                self.children.remove(pid);
             }
             Err(e) => warn!(dispatch.log, "waitpid failed"; "child" => pid, "error" => %e),
         }
@@ -200,8 +226,8 @@ impl ForkRunner {
 
     /// Python's per-pid pass over every live child.
     pub(super) fn sweep(&mut self, dispatch: &Dispatch) {
-        self.children.retain(|&pid| {
-            match waitpid(Pid::from_raw(pid), Some(WaitPidFlag::WNOHANG)) {
+        self.children.retain(
+            |pid| match waitpid(Pid::from_raw(pid), Some(WaitPidFlag::WNOHANG)) {
                 Ok(WaitStatus::StillAlive) => true,
                 Ok(WaitStatus::Exited(_, 0)) => false,
                 Ok(status) => {
@@ -213,14 +239,32 @@ impl ForkRunner {
                     warn!(dispatch.log, "waitpid failed"; "child" => pid, "error" => %e);
                     true
                 }
-            }
-        });
+            },
+        );
+    }
+
+    /// Waits up to `limit` for a child to exit (or a wake-up), then
+    /// consumes the SIGCHLD.
+    fn wait_child_exit(&mut self, limit: Duration) {
+        use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+        let ms = limit.as_millis().clamp(1, i32::MAX as u128) as i32;
+        let mut fds = [
+            PollFd::new(self.control.wake_source(), PollFlags::POLLIN),
+            PollFd::new(self.sigchld.as_fd(), PollFlags::POLLIN),
+        ];
+        let _ = poll(
+            &mut fds,
+            PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX),
+        );
+        self.control.drain();
+        self.take_sigchld();
     }
 
     pub(super) fn close(&mut self, graceful: bool, deadline: Option<Instant>, dispatch: &Dispatch) {
-        self.wake_wanted.store(true, Ordering::SeqCst);
+        // Waiting below reads SIGCHLD from the signalfd: it must be blocked.
+        let _ = self.begin();
         if graceful {
-            for &pid in &self.children {
+            for &pid in self.children.as_slice() {
                 let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
             }
         } else if !self.block_on_close {
@@ -238,10 +282,9 @@ impl ForkRunner {
             if left.is_zero() {
                 break;
             }
-            // A child's exit raises SIGCHLD, which writes to the wake socket.
-            wait_readable(&self.control, left.min(Duration::from_millis(500)));
+            self.wait_child_exit(left.min(Duration::from_millis(500)));
         }
-        for &pid in &self.children {
+        for &pid in self.children.as_slice() {
             error!(dispatch.log, "child outlived the graceful timeout; killing it"; "child" => pid);
             let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
             let _ = waitpid(Pid::from_raw(pid), None);
@@ -252,7 +295,7 @@ impl ForkRunner {
 
 impl Drop for ForkRunner {
     fn drop(&mut self) {
-        signal_hook::low_level::unregister(self.sigchld);
+        let _ = sys::restore_signals(&self.mask);
     }
 }
 
@@ -265,15 +308,4 @@ pub(crate) fn check_single_threaded() -> Result<sys::SingleThreaded> {
              a child forked beside other threads could deadlock on a lock they held"
         ))),
     }
-}
-
-fn wait_readable(control: &Control, limit: Duration) {
-    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
-    let ms = limit.as_millis().clamp(1, i32::MAX as u128) as i32;
-    let mut fds = [PollFd::new(control.wake_source(), PollFlags::POLLIN)];
-    let _ = poll(
-        &mut fds,
-        PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX),
-    );
-    control.drain();
 }

@@ -180,6 +180,14 @@ impl Runner {
         })
     }
 
+    /// Called as a serving loop starts (see `ForkRunner::begin`).
+    pub(crate) fn begin(&mut self) -> Result<()> {
+        match self {
+            Runner::Fork(f) => f.begin(),
+            Runner::Sync | Runner::Thread(_) | Runner::Pool(_) => Ok(()),
+        }
+    }
+
     /// False while the policy cannot take another request (fork at
     /// `max_children`, pool with threads and queue full).
     pub(crate) fn can_accept(&self) -> bool {
@@ -213,6 +221,15 @@ impl Runner {
             Runner::Fork(f) => f.reap(dispatch),
             Runner::Thread(t) => t.reap(),
             Runner::Sync | Runner::Pool(_) => {}
+        }
+    }
+
+    /// A descriptor the serving loop polls beside the listener: readable
+    /// when the policy has something to reap (a child exited).
+    pub(crate) fn event_fd(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
+        match self {
+            Runner::Fork(f) => Some(f.event_fd()),
+            Runner::Sync | Runner::Thread(_) | Runner::Pool(_) => None,
         }
     }
 

@@ -9,6 +9,9 @@ use std::io;
 use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 
+mod pids;
+pub use pids::PidTable;
+
 /// Calls a libc function and turns `-1` into `io::Error::last_os_error()`.
 macro_rules! syscall {
     ($fn: ident ( $($arg: expr),* $(,)* ) ) => {{
@@ -224,38 +227,6 @@ pub fn recv_into_spare(socket: &socket2::Socket, buf: &mut Vec<u8>) -> io::Resul
     // n <= spare capacity, so len + n <= capacity.
     unsafe { buf.set_len(buf.len() + n) };
     Ok(n)
-}
-
-/// Makes SIGCHLD set `exited`, and, while `wake_wanted` is set, send one
-/// byte on `wake` (MSG_DONTWAIT). A fork-policy server wants the wake-up
-/// only when it waits for a child to exit (at `max_children`, or while
-/// closing); otherwise it reaps on its next loop, and a busy server is
-/// spared a write and a read per connection.
-pub fn on_child_exit(
-    exited: std::sync::Arc<AtomicBool>,
-    wake_wanted: std::sync::Arc<AtomicBool>,
-    wake: std::os::unix::net::UnixStream,
-) -> io::Result<signal_hook::SigId> {
-    use std::os::fd::AsRawFd;
-    let action = move || {
-        exited.store(true, Ordering::SeqCst);
-        if wake_wanted.load(Ordering::SeqCst) {
-            let byte = 1u8;
-            // SAFETY: send(2) is async-signal-safe; the stream is owned by this
-            // closure, so its fd stays open while the action is registered.
-            unsafe {
-                libc::send(
-                    wake.as_raw_fd(),
-                    (&byte as *const u8).cast(),
-                    1,
-                    libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
-                )
-            };
-        }
-    };
-    // SAFETY: the action only touches atomics and calls send(2): no
-    // allocation, no lock, async-signal-safe.
-    unsafe { signal_hook::low_level::register(libc::SIGCHLD, action) }
 }
 
 /// Signals (as a bit mask) that already have the
