@@ -106,6 +106,11 @@ struct RunArgs {
     /// Save the latency histogram and counts (HdrHistogram interval log) to FILE.
     #[arg(long, value_name = "FILE")]
     hist: Option<PathBuf>,
+    /// TCP to an IPv4 loopback server: spread connections over N source
+    /// addresses (127.0.0.2 and up), so connect() does not search one
+    /// address's ports past TIME_WAIT connections (for --mode connect).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=253), value_name = "N")]
+    sources: u8,
 }
 
 fn parse_transport(s: &str) -> Result<Transport, String> {
@@ -165,6 +170,7 @@ fn config(a: RunArgs) -> Result<(Config, bool), String> {
     cfg.timeout = a.timeout;
     cfg.max_error_rate = a.max_error_rate;
     cfg.hist = a.hist;
+    cfg.sources = a.sources;
     cfg.validate().map_err(|e| format!("{e:#}"))?;
     Ok((cfg, a.json))
 }

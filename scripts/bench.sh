@@ -27,6 +27,11 @@ Usage: scripts/bench.sh [options]
                         client connections, persistent       [BENCH_PCONNECTIONS=32]
   --idle K              idle connections held for memory     [BENCH_IDLE=300]
   --size BYTES          request size                         [BENCH_SIZE=64]
+  --sources N           loopback source addresses the clients spread their
+                        connections over (127.0.0.2 and up; 1: the kernel's
+                        choice, whose ephemeral-port search past TIME_WAIT
+                        connections then limits connect-per-request)
+                                                             [BENCH_SOURCES=64]
   --rounds N            repeat every load run N times (servers restarted each
                         round, runs interleaved); the median is reported
                                                              [BENCH_ROUNDS=1]
@@ -60,6 +65,7 @@ CONNS=${BENCH_CONNECTIONS:-32}
 PCONNS=${BENCH_PCONNECTIONS:-32}
 IDLE=${BENCH_IDLE:-300}
 SIZE=${BENCH_SIZE:-64}
+SOURCES=${BENCH_SOURCES:-64}
 ROUNDS=${BENCH_ROUNDS:-1}
 SERVERS=${BENCH_SERVERS:-sync,fork,thread,pool,raw-fork,raw-thread,py-fork,py-thread}
 SOCKLOAD_SERVER=${BENCH_SOCKLOAD_SERVER:-thread}
@@ -77,6 +83,7 @@ while (($#)); do
         --persistent-connections) PCONNS=${2:?}; shift ;;
         --idle) IDLE=${2:?}; shift ;;
         --size) SIZE=${2:?}; shift ;;
+        --sources) SOURCES=${2:?}; shift ;;
         --rounds) ROUNDS=${2:?}; shift ;;
         --servers) SERVERS=${2:?}; shift ;;
         --sockload-server) SOCKLOAD_SERVER=${2:?}; shift ;;
@@ -90,7 +97,7 @@ while (($#)); do
     shift
 done
 
-for n in "$CONNS" "$PCONNS" "$IDLE" "$SIZE" "$ROUNDS"; do
+for n in "$CONNS" "$PCONNS" "$IDLE" "$SIZE" "$ROUNDS" "$SOURCES"; do
     [[ $n =~ ^[1-9][0-9]*$ ]] || die "not a positive integer: $n"
 done
 [[ -z $POOL_THREADS || $POOL_THREADS =~ ^[1-9][0-9]*$ ]] || die "bad --pool-threads: $POOL_THREADS"
@@ -202,6 +209,12 @@ done
 RAW_ECHO=$BUILD/raw_echo
 RAWLOAD=$BUILD/rawload
 
+# Older sockload builds (BENCH_SOCKLOAD) have no --sources.
+SOCKLOAD_SOURCES=()
+if [[ -x $SOCKLOAD ]] && "$SOCKLOAD" --help 2>/dev/null | grep -q -- '--sources'; then
+    SOCKLOAD_SOURCES=(--sources "$SOURCES")
+fi
+
 NO_SUPERVISOR=()
 if "$SOCKSERV" --help 2>/dev/null | grep -q -- '--no-supervisor'; then
     NO_SUPERVISOR=(--no-supervisor)
@@ -297,12 +310,12 @@ load() {
     if [[ $client == rawload ]]; then
         run_bg "$RAWLOAD" --connect "127.0.0.1:$SERVER_PORT" --connections "$conns" \
             --duration "${DURATION}s" --warmup "${WARMUP}s" --size "$SIZE" --mode "$mode" \
-            > "$out" 2> "$TMP/load.err" || rc=$?
+            --sources "$SOURCES" > "$out" 2> "$TMP/load.err" || rc=$?
     else
         run_bg timeout -s KILL "$limit" "$SOCKLOAD" --transport tcp \
             --connect "127.0.0.1:$SERVER_PORT" --connections "$conns" \
             --duration "${DURATION}s" --warmup "${WARMUP}s" --size "$SIZE" --mode "$mode" \
-            --expect echo --json > "$out" 2> "$TMP/load.err" || rc=$?
+            --expect echo --json "${SOCKLOAD_SOURCES[@]}" > "$out" 2> "$TMP/load.err" || rc=$?
     fi
     if ((rc != 0)); then
         log "$client against $server ($mode) exited $rc: $(tail -c 300 "$TMP/load.err")"
@@ -418,7 +431,8 @@ cpu=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//' || true
 echo
 echo "## sockserv benchmark $stamp ($rev; $NPROC CPUs, ${cpu:-unknown CPU}, $(uname -r))"
 echo
-echo "TCP echo on 127.0.0.1, ${SIZE}-byte requests, rawload client; ${DURATION}s per run after" \
+echo "TCP echo on 127.0.0.1, ${SIZE}-byte requests, rawload client from $SOURCES loopback source" \
+    "address(es); ${DURATION}s per run after" \
     "${WARMUP}s warm-up, median of $ROUNDS round(s). connect-per-request: $CONNS connections;" \
     "persistent: $PCONNS (sync: 1, pool: at most its $POOL_SIZE threads). Memory: PSS summed" \
     "over the server's process tree, fresh and holding $IDLE idle connections, delta / $IDLE."
@@ -429,7 +443,7 @@ python3 "$BENCH_SRC/report.py" render --records "$RECORDS" \
     --meta "stamp=$stamp" --meta "rev=$rev" --meta "cpus=$NPROC" --meta "cpu=$cpu" \
     --meta "kernel=$(uname -r)" --meta "duration_s=$DURATION" --meta "warmup_s=$WARMUP" \
     --meta "connections=$CONNS" --meta "persistent_connections=$PCONNS" \
-    --meta "idle=$IDLE" --meta "size=$SIZE" --meta "rounds=$ROUNDS" \
+    --meta "idle=$IDLE" --meta "size=$SIZE" --meta "rounds=$ROUNDS" --meta "sources=$SOURCES" \
     --meta "pool_threads=$POOL_SIZE" --meta "max_children=$MAX_CHILDREN" \
     --meta "loadavg_start=$LOAD_START" --meta "loadavg_end=$(cut -d' ' -f1-3 /proc/loadavg)" \
     --meta "sockserv_flags=${NO_SUPERVISOR[*]:-}" --meta "sockload_status=$SOCKLOAD_STATUS" \

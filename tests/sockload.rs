@@ -567,6 +567,44 @@ fn tcp_connect_mode_opens_a_connection_per_request() {
 }
 
 #[test]
+fn sources_spread_connections_over_loopback_source_addresses() {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    let peers = Arc::new(std::sync::Mutex::new(std::collections::BTreeSet::new()));
+    let seen = Arc::clone(&peers);
+    let stop = Arc::new(AtomicBool::new(false));
+    let stopping = Arc::clone(&stop);
+    let acceptor = thread::spawn(move || {
+        for s in l.incoming() {
+            if stopping.load(SeqCst) {
+                return;
+            }
+            let s = s.unwrap();
+            seen.lock().unwrap().insert(s.peer_addr().unwrap().ip().to_string());
+            thread::spawn(move || serve_stream(s, Behaviour::Echo, &Counters::default()));
+        }
+    });
+    let j = run_ok(&format!(
+        "--connect {addr} --requests 40 --warmup 0 --mode connect --connections 2 --sources 4"
+    ));
+    stop.store(true, SeqCst);
+    drop(TcpStream::connect(addr)); // wakes the acceptor to see `stop`
+    acceptor.join().unwrap();
+    assert_eq!(j["requests_ok"], 40);
+    assert_eq!(j["config"]["sources"], 4);
+    let peers: Vec<String> = peers.lock().unwrap().iter().cloned().collect();
+    let want: Vec<String> = (2..=5).map(|i| format!("127.0.0.{i}")).collect();
+    assert!(
+        want.iter().all(|w| peers.contains(w)),
+        "connections came from {peers:?}"
+    );
+    assert!(
+        peers.iter().all(|p| want.contains(p) || p == "127.0.0.1"),
+        "a connection came from outside 127.0.0.2-5: {peers:?}"
+    );
+}
+
+#[test]
 fn expect_any_reads_a_line_reply() {
     let srv = Server::tcp(Behaviour::Line);
     let j = run_ok(&format!(
@@ -593,6 +631,10 @@ fn usage_errors_exit_2() {
         "--mode sometimes",
         "merge",
         "--transport udp --connect /tmp/not-an-inet-address",
+        "--sources 0",
+        "--sources 254",
+        "--transport udp --connect 127.0.0.1:9 --sources 2",
+        "--connect [::1]:9 --sources 2",
     ] {
         let r = sl(args);
         assert_eq!(r.code(), 2, "{args}: {}", r.stderr);

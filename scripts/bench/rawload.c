@@ -6,7 +6,7 @@
  *
  *   rawload --connect HOST:PORT [--connections N] [--duration 5s]
  *           [--warmup 1s] [--size BYTES] [--mode connect|persistent]
- *           [--timeout 2s]
+ *           [--timeout 2s] [--sources N]
  *
  * N threads, each looping until the end:
  *   connect     socket, connect, send SIZE bytes, read SIZE bytes back, close
@@ -47,6 +47,7 @@ struct worker {
 static struct sockaddr_storage target;
 static socklen_t target_len;
 static int persistent = 1;
+static long sources = 1; /* --sources: IPv4 loopback source addresses to spread over */
 static size_t size = 64;
 static double timeout_s = 2.0;
 static atomic_int stop;
@@ -107,10 +108,33 @@ static void resolve(const char *addr) {
     freeaddrinfo(res);
 }
 
+/* With --sources N > 1 (an IPv4 loopback target), connection k comes from
+ * 127.0.0.(2 + k % N), its port picked at connect time
+ * (IP_BIND_ADDRESS_NO_PORT). A client that closes first leaves each
+ * connection in TIME_WAIT on its side, and connect() then searches the
+ * ephemeral ports of one source address for a free 4-tuple: at ~15k
+ * connections/s that search, not the server, takes most of the machine. */
+static int bind_source(int fd) {
+    static atomic_ulong next;
+    if (sources <= 1 || target.ss_family != AF_INET)
+        return 0;
+    unsigned long k = atomic_fetch_add(&next, 1);
+    int one = 1;
+    setsockopt(fd, IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, &one, sizeof one);
+    struct sockaddr_in src = {0};
+    src.sin_family = AF_INET;
+    src.sin_addr.s_addr = htonl(0x7f000002u + (uint32_t)(k % (unsigned long)sources));
+    return bind(fd, (struct sockaddr *)&src, sizeof src);
+}
+
 static int open_conn(void) {
     int fd = socket(target.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (fd < 0)
         return -1;
+    if (bind_source(fd) < 0) {
+        close(fd);
+        return -1;
+    }
     int one = 1;
     struct timeval tv = {(time_t)timeout_s, (suseconds_t)((timeout_s - (double)(time_t)timeout_s) * 1e6)};
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
@@ -182,7 +206,8 @@ static void *run(void *arg) {
 
 static void usage(void) {
     fprintf(stderr, "usage: rawload --connect HOST:PORT [--connections N] [--duration 5s] "
-                    "[--warmup 1s] [--size BYTES] [--mode connect|persistent] [--timeout 2s]\n");
+                    "[--warmup 1s] [--size BYTES] [--mode connect|persistent] [--timeout 2s] "
+                    "[--sources N]\n");
     exit(2);
 }
 
@@ -205,6 +230,8 @@ int main(int argc, char **argv) {
             warmup = parse_seconds(v);
         else if (strcmp(a, "--size") == 0)
             size = (size_t)atol(v);
+        else if (strcmp(a, "--sources") == 0)
+            sources = atol(v);
         else if (strcmp(a, "--timeout") == 0)
             timeout_s = parse_seconds(v);
         else if (strcmp(a, "--mode") == 0) {
@@ -217,7 +244,7 @@ int main(int argc, char **argv) {
         } else
             usage();
     }
-    if (connect_to == NULL || conns < 1 || size < 1 || duration <= 0)
+    if (connect_to == NULL || conns < 1 || size < 1 || duration <= 0 || sources < 1 || sources > 253)
         usage();
     resolve(connect_to);
     signal(SIGPIPE, SIG_IGN);

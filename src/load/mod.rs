@@ -110,6 +110,9 @@ pub struct Config {
     pub max_error_rate: f64,
     /// Save the histogram and counts to this file.
     pub hist: Option<PathBuf>,
+    /// TCP to an IPv4 loopback server: spread connections over this many
+    /// source addresses (127.0.0.2 and up). 1: the kernel picks as usual.
+    pub sources: u8,
 }
 
 impl Config {
@@ -128,6 +131,7 @@ impl Config {
             timeout: Duration::from_secs(2),
             max_error_rate: 0.0,
             hist: None,
+            sources: 1,
         }
     }
 
@@ -158,6 +162,20 @@ impl Config {
                 "--size {} is larger than a UDP datagram can carry (65507)",
                 self.size
             );
+        }
+        if self.sources == 0 || self.sources > client::MAX_SOURCES {
+            bail!("--sources must be from 1 to {}", client::MAX_SOURCES);
+        }
+        if self.sources > 1 {
+            let loopback_v4 = matches!(self.connect.as_inet(),
+                Some(std::net::SocketAddr::V4(a)) if a.ip().is_loopback());
+            if self.transport != Transport::Tcp || !loopback_v4 {
+                bail!(
+                    "--sources needs TCP to an IPv4 loopback address (127.x.x.x), not {} {}",
+                    self.transport,
+                    self.connect
+                );
+            }
         }
         match self.stop {
             Stop::Requests(0) => bail!("--requests must be at least 1"),

@@ -142,6 +142,7 @@ pub(crate) fn config_json(c: &Config) -> Value {
         "timeout_s": c.timeout.as_secs_f64(),
         "max_error_rate": c.max_error_rate,
         "hist": c.hist.as_ref().map(|p| p.display().to_string()),
+        "sources": c.sources,
     })
 }
 

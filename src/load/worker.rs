@@ -102,8 +102,9 @@ fn connection(
     slot: &Slot,
     interrupt: &AtomicBool,
 ) -> ThreadStats {
-    let mut target =
-        Target::new(cfg.transport, &cfg.connect, cfg.timeout, idx).expect("checked by run_threads");
+    let mut target = Target::new(cfg.transport, &cfg.connect, cfg.timeout, idx)
+        .expect("checked by run_threads")
+        .with_sources(cfg.sources);
     let mut buf = Buffers::new(cfg.size, cfg.expect, cfg.transport);
     let open_loop = cfg.rate.is_some();
     let mut stats = ThreadStats::new(open_loop);
