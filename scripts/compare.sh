@@ -40,6 +40,8 @@ Usage: scripts/compare.sh [options]
                       loop, 75 times slower in Python)  [calibrated: as many
                       as take the time sockserv's --cpu-rounds take]
   --timeout S         sockload's per-request timeout, seconds           [5]
+  --sources N         TCP: loopback source addresses sockload spreads its
+                      connections over (see scripts/README.md)         [64]
   -h, --help          this text
 
 A full run (7 policies x 4 transports x 4 workloads = 112 cells, plus the
@@ -62,7 +64,7 @@ ALL_WORKLOADS=persistent,connect,delay,cpu
 
 POLICIES=$ALL_POLICIES WORKLOADS=$ALL_WORKLOADS
 TRANSPORTS='' DURATION='' WARMUP='' IDLE='' QUICK=''
-CONNS=16 WORKERS=4 POOL_THREADS='' DELAY_MS=10 CPU_ROUNDS=10000 PY_CPU_ROUNDS='' TIMEOUT=5
+CONNS=16 WORKERS=4 POOL_THREADS='' DELAY_MS=10 CPU_ROUNDS=10000 PY_CPU_ROUNDS='' TIMEOUT=5 SOURCES=64
 RESULTS='' NO_BUILD=''
 
 while (($#)); do
@@ -83,6 +85,7 @@ while (($#)); do
         --cpu-rounds) CPU_ROUNDS=${2:?--cpu-rounds needs a number}; shift ;;
         --py-cpu-rounds) PY_CPU_ROUNDS=${2:?--py-cpu-rounds needs a number}; shift ;;
         --timeout) TIMEOUT=${2:?--timeout needs seconds}; shift ;;
+        --sources) SOURCES=${2:?--sources needs a number}; shift ;;
         -h | --help) usage; exit 0 ;;
         *) echo "compare.sh: unknown flag $1" >&2; usage >&2; exit 2 ;;
     esac
@@ -111,7 +114,7 @@ check_list policies "$POLICIES" "$ALL_POLICIES"
 check_list transports "$TRANSPORTS" "$ALL_TRANSPORTS"
 check_list workloads "$WORKLOADS" "$ALL_WORKLOADS"
 for kv in "connections=$CONNS" "workers=$WORKERS" "pool-threads=$POOL_THREADS" \
-    "delay-ms=$DELAY_MS" "cpu-rounds=$CPU_ROUNDS"; do
+    "delay-ms=$DELAY_MS" "cpu-rounds=$CPU_ROUNDS" "sources=$SOURCES"; do
     [[ ${kv#*=} =~ ^[1-9][0-9]*$ ]] || die "--${kv%%=*}: not a positive integer: ${kv#*=}"
 done
 [[ $IDLE =~ ^[0-9]+$ ]] || die "--idle: not a number: $IDLE"
@@ -407,10 +410,12 @@ for policy in "${POLICY_LIST[@]}"; do
             # The first sample (the idle server) is taken before the load starts.
             wait_file "$peak" "$SAMPLER_PID" 200 || true
             rc=0
+            sources=()
+            [[ $transport == tcp && $SOURCES != 1 ]] && sources=(--sources "$SOURCES")
             run_bg timeout -s KILL "$LIMIT" "$SOCKLOAD" --transport "$transport" \
                 --connect "$SERVER_ADDR" --connections "$conns" --duration "$DURATION" \
                 --warmup "$WARMUP" --mode "$mode" --expect echo --timeout "$TIMEOUT" \
-                --max-error-rate 1 --json > "$load" 2> "$load.err" || rc=$?
+                --max-error-rate 1 --json "${sources[@]}" > "$load" 2> "$load.err" || rc=$?
             stop_pid "$SAMPLER_PID"
             SAMPLER_PID=
             kill -0 "$SERVER_PID" 2>/dev/null || args+=(--error "the server exited during the run")
