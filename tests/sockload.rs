@@ -580,7 +580,9 @@ fn sources_spread_connections_over_loopback_source_addresses() {
                 return;
             }
             let s = s.unwrap();
-            seen.lock().unwrap().insert(s.peer_addr().unwrap().ip().to_string());
+            seen.lock()
+                .unwrap()
+                .insert(s.peer_addr().unwrap().ip().to_string());
             thread::spawn(move || serve_stream(s, Behaviour::Echo, &Counters::default()));
         }
     });

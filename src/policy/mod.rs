@@ -170,7 +170,6 @@ impl Runner {
             } => Runner::Thread(ThreadRunner {
                 daemon,
                 block_on_close,
-                handles: Vec::new(),
                 inflight: Arc::new(InFlight::default()),
                 conns: Arc::new(ConnRegistry::default()),
             }),
@@ -219,8 +218,7 @@ impl Runner {
     pub(crate) fn reap(&mut self, dispatch: &Dispatch) {
         match self {
             Runner::Fork(f) => f.reap(dispatch),
-            Runner::Thread(t) => t.reap(),
-            Runner::Sync | Runner::Pool(_) => {}
+            Runner::Sync | Runner::Thread(_) | Runner::Pool(_) => {}
         }
     }
 

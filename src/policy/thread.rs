@@ -11,13 +11,15 @@ use super::InFlight;
 use crate::control::Control;
 use crate::dispatch::Dispatch;
 use crate::error::{Error, Result};
+use crate::sys;
 use crate::transport::Incoming;
 use crate::watch::{ConnRegistry, Watch};
 
 pub(crate) struct ThreadRunner {
     pub(super) daemon: bool,
     pub(super) block_on_close: bool,
-    pub(super) handles: Vec<JoinHandle<()>>,
+    /// Requests whose threads have not finished them; closing waits on it
+    /// (the threads are detached: see `sys::spawn_detached`).
     pub(super) inflight: Arc<InFlight>,
     pub(super) conns: Arc<ConnRegistry>,
 }
@@ -28,42 +30,35 @@ impl ThreadRunner {
         let inflight = Arc::clone(&self.inflight);
         let conns = Arc::clone(&self.conns);
         inflight.start();
-        let spawned = std::thread::Builder::new().spawn(move || {
+        let spawned = sys::spawn_detached(Box::new(move || {
+            // Counted done even if the request panics past dispatch.
+            let _done = Done(&inflight);
             dispatch.run(incoming, Watch::Registry(Arc::clone(&conns)));
-            inflight.done();
-        });
-        match spawned {
-            Ok(handle) => {
-                if !self.daemon {
-                    self.handles.push(handle);
-                }
-                Ok(())
-            }
-            Err(e) => {
-                self.inflight.done();
-                Err(Error::os("spawn request thread", e))
-            }
-        }
+        }));
+        spawned.map_err(|e| {
+            self.inflight.done();
+            Error::os("spawn request thread", e)
+        })
     }
 
-    /// Drops the handles of finished threads. Amortised: only once the
-    /// list has grown well past the threads still running.
-    pub(super) fn reap(&mut self) {
-        if self.handles.len() > 2 * self.inflight.get() + 64 {
-            self.handles.retain(|h| !h.is_finished());
-        }
-    }
-
+    /// Python's `server_close` (join the threads unless daemon) or a
+    /// graceful stop (wake blocked reads, wait up to `deadline`).
     pub(super) fn close(&mut self, graceful: bool, deadline: Option<Instant>) {
         if graceful {
             self.conns.shutdown_reads();
             self.inflight.wait_zero(deadline);
         } else if self.block_on_close && !self.daemon {
-            for h in self.handles.drain(..) {
-                let _ = h.join();
-            }
+            self.inflight.wait_zero(None);
         }
-        self.handles.retain(|h| !h.is_finished());
+    }
+}
+
+/// Marks a request done when dropped.
+struct Done<'a>(&'a InFlight);
+
+impl Drop for Done<'_> {
+    fn drop(&mut self) {
+        self.0.done();
     }
 }
 
