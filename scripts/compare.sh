@@ -492,18 +492,20 @@ python3 "$CMP_SRC/results.py" meta --out "$RESULTS/meta.json" "stamp=$STAMP" "re
     "cpus=$NPROC" "cpu=$cpu" "kernel=$(uname -r)" "policies=$POLICIES" "transports=$TRANSPORTS" \
     "workloads=$WORKLOADS" "duration_s=$DURATION" "warmup_s=$WARMUP" "connections=$CONNS" \
     "idle=$IDLE" "workers=$WORKERS" "pool_threads=$POOL_THREADS" "delay_ms=$DELAY_MS" \
-    "cpu_rounds=$CPU_ROUNDS" "timeout_s=$TIMEOUT" "max_children=$MAX_CHILDREN" \
+    "cpu_rounds=$CPU_ROUNDS" "timeout_s=$TIMEOUT" "max_children=$MAX_CHILDREN" "sources=$SOURCES" \
     "loadavg_start=$LOAD_START" "loadavg_end=$LOAD_END" "wall_s=$WALL"
 
 report() {
     local py_cpu_how=''
     [[ -n $CPU_US ]] && py_cpu_how=", for as many rounds as take the $CPU_US µs sockserv's take"
+    local SOURCES_NOTE=''
+    ((SOURCES > 1)) && SOURCES_NOTE="; over TCP from $SOURCES loopback source addresses, --sources $SOURCES"
     cat <<EOF
 ## Fork vs thread: sockserv $rev, $STAMP
 
 $NPROC CPUs (${cpu:-unknown CPU}), Linux $(uname -r); load average ${LOAD_START// /\/} before,
 ${LOAD_END// /\/} after; ${WALL} s. All on loopback. Each cell: a fresh server, sockload
-(closed loop, 64-byte echo requests checked byte for byte, --expect echo) for ${DURATION} s after
+(closed loop, 64-byte echo requests checked byte for byte, --expect echo${SOURCES_NOTE}) for ${DURATION} s after
 ${WARMUP} s of warm-up, with $CONNS connections unless a note says otherwise. *persistent*:
 requests on open connections; *connect*: a new connection (datagrams: a new socket) per
 request; *delay*: persistent, the handler sleeps ${DELAY_MS} ms (I/O-bound); *cpu*:
