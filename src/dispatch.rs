@@ -57,6 +57,7 @@ impl Dispatch {
     }
 
     /// Wraps `incoming`, without any system call.
+    #[link_section = ".text.hot.sockserv_child"]
     pub fn prepare(&self, incoming: Incoming, watch: Watch) -> Prepared {
         let request = match incoming {
             Incoming::Stream { conn, peer } => Request::Stream(StreamRequest::watched(
@@ -85,6 +86,7 @@ impl Dispatch {
     /// Python's `shutdown_request`. In a forked child (`in_child`), the
     /// request is not dropped (the child is about to `_exit`, and dropping
     /// would write to reference counts on pages shared with the parent).
+    #[link_section = ".text.hot.sockserv_child"]
     pub fn finish(&self, prepared: Prepared, in_child: bool) -> bool {
         let Prepared { mut request } = prepared;
         if let Request::Stream(s) = &request {

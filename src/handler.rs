@@ -65,6 +65,7 @@ where
 }
 
 /// setup, handle, finish (even on failure), then the datagram reply.
+#[link_section = ".text.hot.sockserv_child"]
 pub fn run_handler(handler: &mut dyn Handler, request: &mut Request) -> io::Result<()> {
     let served = handler
         .setup(request)
@@ -183,6 +184,7 @@ impl StreamRequest {
     /// As `new`, recording the connection for graceful stops (see
     /// [`Watch`]). Makes no system call: the socket options are applied
     /// by [`StreamRequest::apply_options`], in the process that serves.
+    #[link_section = ".text.hot.sockserv_child"]
     pub fn watched(conn: Socket, peer: Address, ctx: Arc<ServerContext>, watch: Watch) -> Self {
         watch.register(conn.as_raw_fd());
         StreamRequest {
@@ -198,9 +200,10 @@ impl StreamRequest {
 
     /// Applies the idle timeout and TCP_NODELAY (the server calls this
     /// before `setup`).
+    #[link_section = ".text.hot.sockserv_child"]
     pub fn apply_options(&self) {
         if self.ctx.transport == Transport::Tcp && self.ctx.tcp_nodelay {
-            let _ = self.socket.set_nodelay(true);
+            let _ = crate::sys::set_tcp_nodelay(self.socket.as_raw_fd());
         }
         if self.ctx.idle_timeout.is_some() {
             let _ = self.socket.set_read_timeout(self.ctx.idle_timeout);
@@ -213,6 +216,7 @@ impl StreamRequest {
         self.used && (self.ctx.is_stopping() || crate::sys::stop_signalled())
     }
 
+    #[link_section = ".text.hot.sockserv_child"]
     fn note_read(&mut self, n: usize) {
         if n > 0 && !self.used {
             self.used = true;
@@ -247,6 +251,7 @@ impl StreamRequest {
 
     /// As `read_some`, into uninitialised memory (a stack buffer, say):
     /// only the bytes received are written. Returns them.
+    #[link_section = ".text.hot.sockserv_child"]
     pub fn read_uninit<'b>(&mut self, buf: &'b mut [MaybeUninit<u8>]) -> io::Result<&'b mut [u8]> {
         if self.stop_now() || buf.is_empty() {
             return Ok(&mut []);
@@ -319,6 +324,7 @@ impl StreamRequest {
     }
 
     /// Writes all of `buf` to the client (`wfile`, unbuffered).
+    #[link_section = ".text.hot.sockserv_child"]
     pub fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
         (&self.socket).write_all(buf)
     }
@@ -344,6 +350,7 @@ impl StreamRequest {
 
     /// Python's `shutdown_request`: shut down both directions (the close
     /// follows when the request is dropped, or at the child's exit).
+    #[link_section = ".text.hot.sockserv_child"]
     pub(crate) fn shutdown(&self) {
         let _ = self.socket.shutdown(std::net::Shutdown::Both);
     }

@@ -20,15 +20,19 @@ pub enum Watch {
     /// Not recorded.
     #[default]
     None,
-    /// Served on the main thread (Sync, or a forked child): recorded where
-    /// a stop signal's handler reaches it without locks.
+    /// Served on the main thread of a Sync server: recorded where a stop
+    /// signal's handler reaches it without locks, from any thread.
     MainThread,
+    /// Served by a forked child (one thread): recorded in a thread-local,
+    /// where the child's stop-signal handler reaches it.
+    ForkChild,
     /// Served on another thread: recorded in a registry.
     Registry(Arc<ConnRegistry>),
 }
 
 impl Watch {
     /// Records `fd` as open and not used yet.
+    #[link_section = ".text.hot.sockserv_child"]
     pub(crate) fn register(&self, fd: RawFd) {
         if let Watch::Registry(r) = self {
             r.lock().insert(fd, false);
@@ -36,9 +40,15 @@ impl Watch {
     }
 
     /// Records that `fd` has received data.
+    #[link_section = ".text.hot.sockserv_child"]
     pub(crate) fn mark_used(&self, fd: RawFd) {
+        // ForkChild first, as a plain comparison: a forked child reads no
+        // jump table (another page of the binary) on every read.
+        if let Watch::ForkChild = self {
+            return sys::set_child_conn(fd);
+        }
         match self {
-            Watch::None => {}
+            Watch::None | Watch::ForkChild => {}
             Watch::MainThread => sys::set_active_conn(fd),
             Watch::Registry(r) => {
                 r.lock().insert(fd, true);
@@ -47,10 +57,12 @@ impl Watch {
     }
 
     /// Forgets `fd`; called before the descriptor is closed.
+    #[link_section = ".text.hot.sockserv_child"]
     pub(crate) fn unregister(&self, fd: RawFd) {
         match self {
             Watch::None => {}
             Watch::MainThread => sys::set_active_conn(-1),
+            Watch::ForkChild => sys::set_child_conn(-1),
             Watch::Registry(r) => {
                 r.lock().remove(&fd);
             }

@@ -187,3 +187,33 @@ fn the_server_blocks_sigchld_and_its_children_get_the_usual_mask() {
         );
     }
 }
+
+#[test]
+fn a_child_blocked_reading_between_requests_ends_promptly_on_sigterm() {
+    // The child has answered one request and waits in read for the next:
+    // a graceful stop shuts its read side down (the child records its
+    // connection for its SIGTERM handler), so it sees end-of-file at once
+    // instead of holding the server for the 30 s graceful timeout.
+    let mut server = Sockserv::start(&[
+        "--no-supervisor",
+        "--listen",
+        "127.0.0.1:0",
+        "--policy",
+        "fork",
+        "--graceful-timeout",
+        "30",
+    ]);
+    let mut c = Conn::connect("tcp", &server.addr).unwrap();
+    assert_eq!(c.request(b"once", 4).unwrap(), b"once");
+    let child = children(server.pid());
+    assert_eq!(child.len(), 1);
+    server.signal(libc::SIGTERM);
+    let status = server
+        .wait_exit(Duration::from_secs(5))
+        .expect("the server waited for the idle child");
+    assert!(status.success(), "{status:?}\n{}", server.log_text());
+    let mut rest = Vec::new();
+    c.read_to_end(&mut rest).unwrap();
+    assert!(rest.is_empty(), "{rest:?}");
+    assert!(common::proc_state(child[0]).is_none());
+}

@@ -92,6 +92,7 @@ impl ForkRunner {
         Ok(())
     }
 
+    #[link_section = ".text.hot.sockserv_child"]
     pub(super) fn spawn(&mut self, incoming: Incoming, dispatch: &Dispatch) -> Result<()> {
         // A graceful stop sends children SIGTERM. Unless the child inherits
         // the action for it, it installs one; until then SIGTERM waits.
@@ -127,6 +128,7 @@ impl ForkRunner {
     /// The parent only accepts, forks and closes: any page it writes
     /// between forks is copied once per child, and its time is the server's
     /// throughput. So the child does the rest, and drops nothing.
+    #[link_section = ".text.hot.sockserv_child"]
     pub(super) fn run_child(
         &self,
         incoming: Incoming,
@@ -142,7 +144,7 @@ impl ForkRunner {
         // A server that dies without closing (SIGKILL) leaves no orphan
         // serving on: its children are killed too.
         let _ = sys::set_parent_death_signal(libc::SIGKILL);
-        if std::os::unix::process::parent_id() != self.pid {
+        if sys::parent_pid() != self.pid {
             sys::exit_now(1); // the parent died before prctl took effect
         }
         if matches!(incoming, Incoming::Stream { .. }) {
@@ -152,10 +154,10 @@ impl ForkRunner {
                 sys::close_fd(fd);
             }
         }
-        let ok = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            dispatch.finish(dispatch.prepare(incoming, Watch::MainThread), true)
-        }))
-        .unwrap_or(false);
+        // finish() catches a handler's panic; should anything else here
+        // panic, the unwind ends at this guard, in _exit(1).
+        let _guard = ExitOnUnwind;
+        let ok = dispatch.finish(dispatch.prepare(incoming, Watch::ForkChild), true);
         sys::exit_now(if ok { 0 } else { 1 })
     }
 
@@ -290,6 +292,16 @@ impl ForkRunner {
             let _ = waitpid(Pid::from_raw(pid), None);
         }
         self.children.clear();
+    }
+}
+
+/// Ends a forked child with status 1 if a panic unwinds through
+/// `run_child`: the child must never unwind into the parent's accept loop.
+struct ExitOnUnwind;
+
+impl Drop for ExitOnUnwind {
+    fn drop(&mut self) {
+        sys::exit_now(1)
     }
 }
 

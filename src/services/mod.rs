@@ -81,6 +81,7 @@ impl HandlerFactory for ServiceFactory {
         })
     }
 
+    #[link_section = ".text.hot.sockserv_child"]
     fn serve(&self, request: &mut Request) -> io::Result<()> {
         run_handler(&mut Serving(&*self.service), request)
     }
@@ -90,6 +91,7 @@ impl HandlerFactory for ServiceFactory {
 struct Serving<'a>(&'a dyn Service);
 
 impl Serving<'_> {
+    #[link_section = ".text.hot.sockserv_child"]
     fn serve_stream(&self, s: &mut StreamRequest) -> io::Result<()> {
         match self.0.framing() {
             Framing::Chunk => self.serve_chunks(s),
@@ -104,6 +106,7 @@ impl Serving<'_> {
     /// ever sends that much: the compiler's stack probes write each page of
     /// a frame over 4 KiB on entry. This way a connection that only sends
     /// small requests spends at most one page on its buffer.
+    #[link_section = ".text.hot.sockserv_child"]
     fn serve_chunks(&self, s: &mut StreamRequest) -> io::Result<()> {
         let mut small = [MaybeUninit::<u8>::uninit(); SMALL_READ];
         let mut big: Option<Box<[MaybeUninit<u8>]>> = None;
@@ -156,6 +159,7 @@ impl Serving<'_> {
 }
 
 impl Handler for Serving<'_> {
+    #[link_section = ".text.hot.sockserv_child"]
     fn handle(&mut self, req: &mut Request) -> io::Result<()> {
         match req {
             Request::Stream(s) => self.serve_stream(s),
