@@ -21,10 +21,11 @@ fn expected(service: &str, req: &[u8]) -> Vec<u8> {
     }
 }
 
-/// CLIENTS clients at once, each sending REQUESTS requests (one connection
-/// per stream client), all answered correctly.
-fn round_trips(transport: &str, policy: &str, service: &str) {
-    let (listen, _dir) = listen_for(transport);
+/// The temp dir holding the socket file (if any) and a server of `service`
+/// under `policy` on a fresh address for `transport`. Bound in this order,
+/// the server stops before its directory goes.
+fn serve(transport: &str, policy: &str, service: &str) -> (Option<tempfile::TempDir>, Sockserv) {
+    let (listen, dir) = listen_for(transport);
     let server = Sockserv::start(&[
         "--transport",
         transport,
@@ -35,6 +36,13 @@ fn round_trips(transport: &str, policy: &str, service: &str) {
         "--service",
         service,
     ]);
+    (dir, server)
+}
+
+/// CLIENTS clients at once, each sending REQUESTS requests (one connection
+/// per stream client), all answered correctly.
+fn round_trips(transport: &str, policy: &str, service: &str) {
+    let (_dir, server) = serve(transport, policy, service);
     let addr = server.addr.clone();
     let clients: Vec<_> = (0..CLIENTS)
         .map(|c| {
@@ -85,17 +93,7 @@ fn upper_round_trips_over_every_transport_and_policy() {
 /// reply, so reads fill the server's buffers and requests span reads.
 fn bulk_round_trip(transport: &str, policy: &str) {
     const BULK: usize = 1 << 20;
-    let (listen, _dir) = listen_for(transport);
-    let server = Sockserv::start(&[
-        "--transport",
-        transport,
-        "--listen",
-        &listen,
-        "--policy",
-        policy,
-        "--service",
-        "upper",
-    ]);
+    let (_dir, server) = serve(transport, policy, "upper");
     let mut conn = Conn::connect(transport, &server.addr).unwrap();
     let mut writer = conn.try_clone().unwrap();
     let sent: Vec<u8> = (0..BULK).map(|i| b"aBcDeFgHiJ\xff\n"[i % 12]).collect();
