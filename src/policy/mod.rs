@@ -30,6 +30,11 @@ pub enum Policy {
     Sync,
     /// A child process per request (per connection, or per datagram), as
     /// Python's `ForkingMixIn`. Needs a single-threaded serving process.
+    ///
+    /// While it serves, the server keeps SIGCHLD blocked and reads it from
+    /// a signalfd (a program's own SIGCHLD handler does not run meanwhile;
+    /// `waitpid` on its own children still works). Children start with the
+    /// signal mask the program had.
     Fork {
         /// Live children allowed; at the bound, accepting waits for one to exit.
         max_children: usize,
