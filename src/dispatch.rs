@@ -1,7 +1,7 @@
 //! Running one request through a fresh handler: Python's `finish_request`
 //! plus the error reporting and `shutdown_request` around it. Every policy
-//! calls [`run`], in the serving thread, a pool thread, a new thread or a
-//! forked child.
+//! calls `Dispatch::run` (or `prepare`, then `finish`), in the serving
+//! thread, a pool thread, a new thread or a forked child.
 
 use std::any::Any;
 use std::fmt;

@@ -17,7 +17,7 @@ pub const FORMAT_VERSION: u32 = 1;
 /// What `--json` prints: one object, field by field as in README.md (section "sockload").
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
-    /// Schema version ([`FORMAT_VERSION`]).
+    /// Schema version (currently 1).
     pub format_version: u32,
     /// `"run"` or `"merge"`.
     pub kind: &'static str,
