@@ -172,13 +172,11 @@ impl ForkRunner {
         }
     }
 
-    /// Consumes a pending SIGCHLD; true if there was one.
+    /// Consumes a pending SIGCHLD; true if there was one. One read: a
+    /// standard signal is pending at most once, however many children
+    /// exited (the reap that follows collects them all).
     fn take_sigchld(&mut self) -> bool {
-        let mut any = false;
-        while let Ok(Some(_)) = self.sigchld.read_signal() {
-            any = true;
-        }
-        any
+        matches!(self.sigchld.read_signal(), Ok(Some(_)))
     }
 
     /// Readable when a child has exited since the last reap: the serving
