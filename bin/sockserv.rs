@@ -4,14 +4,12 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
-use socketserver::app::{serve_foreground, ServeConfig, ServiceKind};
 use socketserver::log::{parse_level, stderr_logger, LogFormat};
 use socketserver::services::chat::credential::KdfParams;
 use socketserver::services::chat::{ChatConfig, WORKERS_REFUSAL};
 use socketserver::services::files::FilesConfig;
-use socketserver::services::Builtin;
-use socketserver::supervisor::{self, SupervisorConfig};
-use socketserver::{BindOptions, Policy, Transport};
+use socketserver::services::{serve_foreground, Builtin, ServeConfig, ServiceKind};
+use socketserver::{BindOptions, Policy, Supervisor, Transport};
 
 /// Serve echo, upper, time, discard, delay, cpu, a chat room or a file
 /// service over TCP, UDP or Unix sockets, one request at a time, a process
@@ -269,29 +267,28 @@ fn service(a: &Args) -> Result<ServiceKind, String> {
     })
 }
 
-fn supervisor_config(a: &Args, serve: ServeConfig) -> Result<SupervisorConfig, String> {
+fn supervisor(a: &Args, serve: &ServeConfig) -> Result<Supervisor, String> {
     if matches!(serve.service, ServiceKind::Chat(_)) && a.workers > 1 {
         return Err(WORKERS_REFUSAL.into());
     }
     if a.reuse_port && a.transport.is_unix() {
         return Err("--reuse-port applies to tcp and udp only".into());
     }
-    Ok(SupervisorConfig {
-        serve,
-        workers: a.workers.max(1),
-        reuse_port: a.reuse_port,
-        restart_burst: a.restart_burst,
-        restart_window: seconds("--restart-window", a.restart_window)?.unwrap_or_default(),
-        max_requests: a.max_requests,
-        max_requests_jitter: a.max_requests_jitter,
-        worker_timeout: seconds("--worker-timeout", a.worker_timeout)?,
-        pid_file: a.pid_file.clone(),
-    })
+    let window = seconds("--restart-window", a.restart_window)?.unwrap_or_default();
+    Ok(serve
+        .supervisor()
+        .workers(a.workers)
+        .reuse_port(a.reuse_port)
+        .restart_limit(a.restart_burst, window)
+        .max_requests(a.max_requests, a.max_requests_jitter)
+        .worker_timeout(seconds("--worker-timeout", a.worker_timeout)?)
+        .pid_file(a.pid_file.clone()))
 }
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    let cfg = match config(&args).and_then(|c| supervisor_config(&args, c)) {
+    let configs = config(&args).and_then(|c| supervisor(&args, &c).map(|s| (c, s)));
+    let (serve, sup) = match configs {
         Ok(c) => c,
         Err(e) => {
             eprintln!("sockserv: {e}");
@@ -300,11 +297,11 @@ fn main() -> ExitCode {
     };
     let log = stderr_logger(args.log_format, args.log_level);
     let result = if args.check {
-        check(&cfg).map(|()| 0)
+        check(&serve, &sup).map(|()| 0)
     } else if args.no_supervisor {
-        serve_foreground(&cfg.serve, &log).map(|()| 0)
+        serve_foreground(&serve, &log).map(|()| 0)
     } else {
-        supervisor::run(&cfg, &log)
+        sup.run(&log, |builder| serve.configure(builder, &log))
     };
     match result {
         Ok(code) => ExitCode::from(code as u8),
@@ -318,15 +315,15 @@ fn main() -> ExitCode {
 
 /// `--check`: the flags parsed; now try the address (bind and release an
 /// IP port; for a Unix path, the stale-socket rules without binding).
-fn check(cfg: &SupervisorConfig) -> socketserver::Result<()> {
-    socketserver::socket::check_bindable(cfg.serve.transport, &cfg.serve.listen, &cfg.serve.bind)?;
+fn check(serve: &ServeConfig, sup: &Supervisor) -> socketserver::Result<()> {
+    socketserver::socket::check_bindable(serve.transport, &serve.listen, &serve.bind)?;
     println!(
         "sockserv: configuration ok: {} {} policy {} service {} workers {}",
-        cfg.serve.transport,
-        cfg.serve.listen,
-        cfg.serve.policy.name(),
-        cfg.serve.service.name(),
-        cfg.workers
+        serve.transport,
+        serve.listen,
+        serve.policy.name(),
+        serve.service.name(),
+        sup.worker_count()
     );
     Ok(())
 }

@@ -13,9 +13,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
+use nix::sys::signal::Signal;
+
 /// Shared between a serving loop and whoever stops it.
 #[derive(Debug)]
-pub struct Control {
+pub(crate) struct Control {
     stop: Arc<AtomicBool>,
     wake_rx: UnixStream,
     wake_tx: UnixStream,
@@ -25,7 +27,7 @@ pub struct Control {
 
 impl Control {
     /// A new control with its wake-up socketpair.
-    pub fn new() -> io::Result<Control> {
+    pub(crate) fn new() -> io::Result<Control> {
         let (wake_rx, wake_tx) = UnixStream::pair()?;
         wake_rx.set_nonblocking(true)?;
         wake_tx.set_nonblocking(true)?;
@@ -39,39 +41,39 @@ impl Control {
     }
 
     /// Wakes the loop from its poll; a full buffer means a wake is pending.
-    pub fn wake(&self) {
+    pub(crate) fn wake(&self) {
         let _ = (&self.wake_tx).write(&[1]);
     }
 
     /// Asks the loop to stop and wakes it; returns at once.
-    pub fn request_stop(&self) {
+    pub(crate) fn request_stop(&self) {
         self.stop.store(true, Ordering::SeqCst);
         self.wake();
     }
 
     /// True once a stop was requested (by `request_stop` or a signal).
-    pub fn stop_requested(&self) -> bool {
+    pub(crate) fn stop_requested(&self) -> bool {
         self.stop.load(Ordering::SeqCst)
     }
 
     /// The flag a signal handler sets to stop the loop.
-    pub fn stop_flag(&self) -> Arc<AtomicBool> {
+    pub(crate) fn stop_flag(&self) -> Arc<AtomicBool> {
         Arc::clone(&self.stop)
     }
 
     /// A new descriptor for the wake-up socket, for a signal handler to
     /// write to (signal-hook's `pipe::register` owns and closes it).
-    pub fn wake_sender(&self) -> io::Result<UnixStream> {
+    pub(crate) fn wake_sender(&self) -> io::Result<UnixStream> {
         self.wake_tx.try_clone()
     }
 
     /// The descriptor the loop polls.
-    pub fn wake_source(&self) -> BorrowedFd<'_> {
+    pub(crate) fn wake_source(&self) -> BorrowedFd<'_> {
         self.wake_rx.as_fd()
     }
 
     /// Empties the wake-up channel after the loop woke.
-    pub fn drain(&self) {
+    pub(crate) fn drain(&self) {
         let mut buf = [0u8; 64];
         while let Ok(n) = (&self.wake_rx).read(&mut buf) {
             if n < buf.len() {
@@ -81,13 +83,13 @@ impl Control {
     }
 
     /// Marks the loop as running.
-    pub fn begin(&self) {
+    pub(crate) fn begin(&self) {
         *self.serving.lock().unwrap_or_else(|p| p.into_inner()) = true;
     }
 
     /// Marks the loop as finished, clears the stop request and releases
     /// everyone waiting in [`Control::wait_stopped`].
-    pub fn end(&self) {
+    pub(crate) fn end(&self) {
         self.stop.store(false, Ordering::SeqCst);
         *self.serving.lock().unwrap_or_else(|p| p.into_inner()) = false;
         self.stopped.notify_all();
@@ -95,7 +97,7 @@ impl Control {
 
     /// Blocks until the loop is not running, or `limit` passes. Returns
     /// true when it stopped.
-    pub fn wait_stopped(&self, limit: Duration) -> bool {
+    pub(crate) fn wait_stopped(&self, limit: Duration) -> bool {
         let guard = self.serving.lock().unwrap_or_else(|p| p.into_inner());
         let (guard, _) = self
             .stopped
@@ -128,10 +130,9 @@ impl ShutdownHandle {
     /// sets the stop flag and writes one byte to the wake-up socket), and
     /// shut down the read side of a connection served on the main thread
     /// (Sync policy), so a handler blocked in `read` finishes too.
-    pub fn stop_on_signal(&self, sig: i32) -> io::Result<()> {
-        signal_hook::flag::register(sig, self.control.stop_flag())?;
-        signal_hook::low_level::pipe::register(sig, self.control.wake_sender()?)?;
-        crate::sys::shutdown_read_on_signal(sig)?;
-        Ok(())
+    pub fn stop_on_signal(&self, sig: Signal) -> io::Result<()> {
+        signal_hook::flag::register(sig as i32, self.control.stop_flag())?;
+        signal_hook::low_level::pipe::register(sig as i32, self.control.wake_sender()?)?;
+        crate::watch::on_stop_signal(sig)
     }
 }

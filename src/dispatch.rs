@@ -4,7 +4,6 @@
 //! thread, a pool thread, a new thread or a forked child.
 
 use std::any::Any;
-use std::fmt;
 use std::io;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
@@ -12,53 +11,37 @@ use std::sync::Arc;
 use slog::{debug, Logger};
 
 use crate::addr::Address;
-use crate::handler::{DatagramRequest, HandlerFactory, Request, ServerContext, StreamRequest};
+use crate::error::RequestError;
+use crate::handler::HandlerFactory;
+use crate::request::{DatagramRequest, Request, ServerContext, StreamRequest};
 use crate::hooks::Hooks;
 use crate::transport::Incoming;
 use crate::watch::Watch;
 
-/// Why a request failed, as passed to [`Hooks::handle_error`].
-#[derive(Debug)]
-pub enum RequestError {
-    /// `setup`, `handle`, `finish` or the datagram reply returned an error.
-    Io(io::Error),
-    /// The handler panicked; the message is the panic payload.
-    Panic(String),
-}
-
-impl fmt::Display for RequestError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            RequestError::Io(e) => write!(f, "{e}"),
-            RequestError::Panic(msg) => write!(f, "handler panicked: {msg}"),
-        }
-    }
-}
-
 /// Everything a request needs besides itself; cheap to clone into a thread.
 #[derive(Clone)]
-pub struct Dispatch {
+pub(crate) struct Dispatch {
     /// Makes the handler.
-    pub factory: Arc<dyn HandlerFactory>,
+    pub(crate) factory: Arc<dyn HandlerFactory>,
     /// The overridable lifecycle hooks (handle_error is called from here).
-    pub hooks: Arc<dyn Hooks>,
+    pub(crate) hooks: Arc<dyn Hooks>,
     /// Shared settings.
-    pub ctx: Arc<ServerContext>,
+    pub(crate) ctx: Arc<ServerContext>,
     /// Where to log.
-    pub log: Logger,
+    pub(crate) log: Logger,
 }
 
 impl Dispatch {
     /// Runs `incoming` through a new handler and closes it. Returns false
     /// when the request failed (after reporting it through `handle_error`).
     /// Never panics: a panicking handler is caught and reported.
-    pub fn run(&self, incoming: Incoming, watch: Watch) -> bool {
+    pub(crate) fn run(&self, incoming: Incoming, watch: Watch) -> bool {
         self.finish(self.prepare(incoming, watch), false)
     }
 
     /// Wraps `incoming`, without any system call.
-    #[link_section = ".text.hot.sockserv_child"]
-    pub fn prepare(&self, incoming: Incoming, watch: Watch) -> Prepared {
+    #[link_section = child_text!()]
+    pub(crate) fn prepare(&self, incoming: Incoming, watch: Watch) -> Prepared {
         let request = match incoming {
             Incoming::Stream { conn, peer } => Request::Stream(StreamRequest::watched(
                 conn,
@@ -86,8 +69,8 @@ impl Dispatch {
     /// Python's `shutdown_request`. In a forked child (`in_child`), the
     /// request is not dropped (the child is about to `_exit`, and dropping
     /// would write to reference counts on pages shared with the parent).
-    #[link_section = ".text.hot.sockserv_child"]
-    pub fn finish(&self, prepared: Prepared, in_child: bool) -> bool {
+    #[link_section = child_text!()]
+    pub(crate) fn finish(&self, prepared: Prepared, in_child: bool) -> bool {
         let Prepared { mut request } = prepared;
         if let Request::Stream(s) = &request {
             s.apply_options();
@@ -129,13 +112,13 @@ impl Dispatch {
 }
 
 /// A request wrapped, ready to run.
-pub struct Prepared {
+pub(crate) struct Prepared {
     request: Request,
 }
 
 /// True for errors that only mean the client left or idled out: a normal
 /// event, logged at debug, never reported as a failure.
-pub fn is_disconnect(e: &io::Error) -> bool {
+pub(crate) fn is_disconnect(e: &io::Error) -> bool {
     matches!(
         e.kind(),
         io::ErrorKind::BrokenPipe

@@ -69,3 +69,21 @@ impl Error {
 
 /// Shorthand for results carrying [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Why a request failed, as passed to [`Hooks::handle_error`](crate::Hooks::handle_error).
+#[derive(Debug)]
+pub enum RequestError {
+    /// `setup`, `handle`, `finish` or the datagram reply returned an error.
+    Io(io::Error),
+    /// The handler panicked; the message is the panic payload.
+    Panic(String),
+}
+
+impl std::fmt::Display for RequestError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RequestError::Io(e) => write!(f, "{e}"),
+            RequestError::Panic(msg) => write!(f, "handler panicked: {msg}"),
+        }
+    }
+}

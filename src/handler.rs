@@ -1,26 +1,29 @@
 //! Request handlers: `setup` / `handle` / `finish`, as Python's
-//! `BaseRequestHandler`, with the stream helpers of `StreamRequestHandler`
-//! and the datagram helpers of `DatagramRequestHandler`.
+//! `BaseRequestHandler`.
 //!
 //! A server makes a fresh handler for every request with its factory, then
 //! calls `setup`, `handle` and `finish`; `finish` runs even when `setup` or
 //! `handle` failed. For a datagram, the reply buffer is sent to the client
 //! after `finish`.
+//!
+//! Three ways to write one:
+//! - [`Handler`] sees every [`Request`] (a stream connection or a
+//!   datagram) and matches on it: one handler for every transport;
+//! - [`StreamHandler`] sees only [`StreamRequest`]s (TCP, Unix stream);
+//!   wrap its factory in [`stream`];
+//! - [`DatagramHandler`] sees only [`DatagramRequest`]s (UDP, Unix
+//!   datagram); wrap its factory in [`datagram`].
+//!
+//! A server refuses, when it is built, a stream-only or datagram-only
+//! factory on a transport it cannot serve.
 
-use std::io::{self, Read, Write};
-use std::mem::MaybeUninit;
-use std::os::fd::AsRawFd;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
-use std::time::Duration;
+use std::io;
 
-use socket2::{SockAddr, Socket};
+use crate::addr::Transport;
+use crate::request::{DatagramRequest, Request, StreamRequest};
 
-use crate::addr::{Address, Transport};
-use crate::watch::Watch;
-
-/// What a handler does with one request. Override `handle`; `setup` and
-/// `finish` default to doing nothing.
+/// What a handler does with one request of any transport. Override
+/// `handle`; `setup` and `finish` default to doing nothing.
 pub trait Handler: Send {
     /// Called before `handle`. May be overridden.
     fn setup(&mut self, _req: &mut Request) -> io::Result<()> {
@@ -37,36 +40,72 @@ pub trait Handler: Send {
     }
 }
 
-/// Makes one handler per request. Any `Fn() -> H` closure is a factory.
-pub trait HandlerFactory: Send + Sync + 'static {
-    /// A fresh handler for the next request.
-    fn make(&self) -> Box<dyn Handler>;
+/// A handler for stream connections only (Python's
+/// `StreamRequestHandler`). Serve it with `builder.build(stream(|| MyHandler))`.
+pub trait StreamHandler: Send {
+    /// Called before `handle`. May be overridden.
+    fn setup(&mut self, _conn: &mut StreamRequest) -> io::Result<()> {
+        Ok(())
+    }
 
+    /// Serves the connection. Must be overridden.
+    fn handle(&mut self, conn: &mut StreamRequest) -> io::Result<()>;
+
+    /// Called after `handle`, even when `setup` or `handle` failed. May be
+    /// overridden.
+    fn finish(&mut self, _conn: &mut StreamRequest) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// A handler for datagrams only (Python's `DatagramRequestHandler`): read
+/// `packet`, fill `reply`. Serve it with `builder.build(datagram(|| MyHandler))`.
+pub trait DatagramHandler: Send {
+    /// Called before `handle`. May be overridden.
+    fn setup(&mut self, _dgram: &mut DatagramRequest) -> io::Result<()> {
+        Ok(())
+    }
+
+    /// Serves the datagram. Must be overridden.
+    fn handle(&mut self, dgram: &mut DatagramRequest) -> io::Result<()>;
+
+    /// Called after `handle`, even when `setup` or `handle` failed; the
+    /// reply is sent after it. May be overridden.
+    fn finish(&mut self, _dgram: &mut DatagramRequest) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Serves each request with a fresh handler. Any `Fn() -> H` closure where
+/// `H: Handler` is a factory; [`stream`] and [`datagram`] make factories of
+/// closures returning a [`StreamHandler`] or a [`DatagramHandler`].
+pub trait HandlerFactory: Send + Sync + 'static {
     /// Serves `request` with a fresh handler: setup, handle, finish (even
-    /// when setup or handle failed). The closure factories keep the handler
-    /// on the stack: no allocation per request.
-    fn serve(&self, request: &mut Request) -> io::Result<()> {
-        run_handler(&mut *self.make(), request)
+    /// when setup or handle failed), then a datagram's reply. Called by the
+    /// server, in the thread or process that serves the request.
+    fn serve(&self, request: &mut Request) -> io::Result<()>;
+
+    /// Whether this factory's handlers can serve `transport`; a server
+    /// refuses to build otherwise. Default: every transport.
+    fn serves(&self, _transport: Transport) -> bool {
+        true
     }
 }
 
 impl<F, H> HandlerFactory for F
 where
     F: Fn() -> H + Send + Sync + 'static,
-    H: Handler + 'static,
+    H: Handler,
 {
-    fn make(&self) -> Box<dyn Handler> {
-        Box::new(self())
-    }
-
     fn serve(&self, request: &mut Request) -> io::Result<()> {
         run_handler(&mut self(), request)
     }
 }
 
-/// setup, handle, finish (even on failure), then the datagram reply.
-#[link_section = ".text.hot.sockserv_child"]
-pub fn run_handler(handler: &mut dyn Handler, request: &mut Request) -> io::Result<()> {
+/// setup, handle, finish (even on failure), then the datagram reply. The
+/// handler lives on the caller's stack: no allocation per request.
+#[link_section = child_text!()]
+pub(crate) fn run_handler(handler: &mut dyn Handler, request: &mut Request) -> io::Result<()> {
     let served = handler
         .setup(request)
         .and_then(|()| handler.handle(request));
@@ -78,372 +117,77 @@ pub fn run_handler(handler: &mut dyn Handler, request: &mut Request) -> io::Resu
     served.and(finished).and(replied)
 }
 
-/// Settings and counters shared by the server and all its handlers.
-#[derive(Debug)]
-pub struct ServerContext {
-    /// The transport served.
-    pub transport: Transport,
-    /// The address the server is bound to.
-    pub address: Address,
-    /// Idle timeout applied to each stream connection's reads.
-    pub idle_timeout: Option<Duration>,
-    /// Whether TCP connections get TCP_NODELAY.
-    pub tcp_nodelay: bool,
-    /// The largest datagram accepted.
-    pub max_packet_size: usize,
-    stopping: AtomicBool,
-    handled: AtomicU64,
+/// A factory of [`StreamHandler`]s; see [`stream`].
+#[derive(Debug, Clone, Copy)]
+pub struct Streams<F>(F);
+
+/// Serves stream connections with a fresh `StreamHandler` from `factory`
+/// each: `builder.build(stream(|| Echo))`.
+pub fn stream<F, H>(factory: F) -> Streams<F>
+where
+    F: Fn() -> H + Send + Sync + 'static,
+    H: StreamHandler,
+{
+    Streams(factory)
 }
 
-impl ServerContext {
-    /// Settings for a server on `address`.
-    pub fn new(transport: Transport, address: Address) -> ServerContext {
-        ServerContext {
-            transport,
-            address,
-            idle_timeout: None,
-            tcp_nodelay: true,
-            max_packet_size: 8192,
-            stopping: AtomicBool::new(false),
-            handled: AtomicU64::new(0),
-        }
-    }
-
-    /// True once a graceful stop began: handlers should finish the request
-    /// in hand and not wait for another on the same connection.
-    pub fn is_stopping(&self) -> bool {
-        self.stopping.load(Ordering::Relaxed)
-    }
-
-    pub(crate) fn set_stopping(&self) {
-        self.stopping.store(true, Ordering::Relaxed);
-    }
-
-    /// Requests handled so far by this process (not by forked children).
-    pub fn handled(&self) -> u64 {
-        self.handled.load(Ordering::Relaxed)
-    }
-
-    pub(crate) fn count_handled(&self) {
-        self.handled.fetch_add(1, Ordering::Relaxed);
-    }
-}
-
-/// One request as a handler sees it.
-pub enum Request {
-    /// A stream connection.
-    Stream(StreamRequest),
-    /// One datagram.
-    Datagram(DatagramRequest),
-}
-
-impl Request {
-    /// The client's address.
-    pub fn peer(&self) -> &Address {
-        match self {
-            Request::Stream(s) => &s.peer,
-            Request::Datagram(d) => &d.peer,
-        }
-    }
-
-    /// The server's shared settings.
-    pub fn server(&self) -> &ServerContext {
-        match self {
-            Request::Stream(s) => &s.ctx,
-            Request::Datagram(d) => &d.ctx,
-        }
-    }
-}
-
-/// A connection with buffered line reads and unbuffered writes (Python's
-/// `rfile` / `wfile`). Writes use MSG_NOSIGNAL semantics: a vanished peer
-/// gives EPIPE, never SIGPIPE.
-///
-/// Nothing is allocated up front: `read_some` and `read_chunk` receive
-/// straight into the caller's buffer, and the line buffer only exists once
-/// `read_line` is used. (A forked child then touches only the pages its
-/// request needs.)
-pub struct StreamRequest {
-    socket: Socket,
-    /// Bytes received but not yet returned (only `read_line` fills it).
-    pending: Vec<u8>,
-    /// How much of `pending` has been returned already.
-    taken: usize,
-    peer: Address,
-    ctx: Arc<ServerContext>,
-    watch: Watch,
-    used: bool,
-}
-
-impl StreamRequest {
-    /// Wraps an accepted connection, applying the idle timeout and TCP_NODELAY.
-    pub fn new(conn: Socket, peer: Address, ctx: Arc<ServerContext>) -> StreamRequest {
-        StreamRequest::watched(conn, peer, ctx, Watch::None)
-    }
-
-    /// As `new`, recording the connection for graceful stops (see
-    /// [`Watch`]). Makes no system call: the socket options are applied
-    /// by [`StreamRequest::apply_options`], in the process that serves.
-    #[link_section = ".text.hot.sockserv_child"]
-    pub fn watched(conn: Socket, peer: Address, ctx: Arc<ServerContext>, watch: Watch) -> Self {
-        watch.register(conn.as_raw_fd());
-        StreamRequest {
-            socket: conn,
-            pending: Vec::new(),
-            taken: 0,
-            peer,
-            ctx,
-            watch,
-            used: false,
-        }
-    }
-
-    /// Applies the idle timeout and TCP_NODELAY (the server calls this
-    /// before `setup`).
-    #[link_section = ".text.hot.sockserv_child"]
-    pub fn apply_options(&self) {
-        if self.ctx.transport == Transport::Tcp && self.ctx.tcp_nodelay {
-            let _ = crate::sys::set_tcp_nodelay(self.socket.as_raw_fd());
-        }
-        if self.ctx.idle_timeout.is_some() {
-            let _ = self.socket.set_read_timeout(self.ctx.idle_timeout);
-        }
-    }
-
-    /// True when a graceful stop began and this connection has finished a
-    /// request: its next read is end-of-file.
-    fn stop_now(&self) -> bool {
-        self.used && (self.ctx.is_stopping() || crate::sys::stop_signalled())
-    }
-
-    #[link_section = ".text.hot.sockserv_child"]
-    fn note_read(&mut self, n: usize) {
-        if n > 0 && !self.used {
-            self.used = true;
-            self.watch.mark_used(self.raw_fd());
-        }
-    }
-
-    /// The client's address.
-    pub fn peer(&self) -> &Address {
-        &self.peer
-    }
-
-    /// Reads what is available (at least one byte, or 0 at end of stream),
-    /// returning buffered bytes first. During a graceful stop, returns 0
-    /// once the connection has been served (handlers that read through
-    /// these methods stop between requests on their own).
-    pub fn read_some(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        if self.stop_now() {
-            return Ok(0);
-        }
-        let n = if self.taken < self.pending.len() {
-            let n = buf.len().min(self.pending.len() - self.taken);
-            buf[..n].copy_from_slice(&self.pending[self.taken..self.taken + n]);
-            self.taken += n;
-            n
-        } else {
-            (&self.socket).read(buf)?
+impl<F, H> HandlerFactory for Streams<F>
+where
+    F: Fn() -> H + Send + Sync + 'static,
+    H: StreamHandler,
+{
+    fn serve(&self, request: &mut Request) -> io::Result<()> {
+        let Request::Stream(conn) = request else {
+            return Err(wrong_kind("a stream handler got a datagram"));
         };
-        self.note_read(n);
-        Ok(n)
+        let mut h = (self.0)();
+        let served = h.setup(conn).and_then(|()| h.handle(conn));
+        served.and(h.finish(conn))
     }
 
-    /// As `read_some`, into uninitialised memory (a stack buffer, say):
-    /// only the bytes received are written. Returns them.
-    #[link_section = ".text.hot.sockserv_child"]
-    pub fn read_uninit<'b>(&mut self, buf: &'b mut [MaybeUninit<u8>]) -> io::Result<&'b mut [u8]> {
-        if self.stop_now() || buf.is_empty() {
-            return Ok(&mut []);
-        }
-        let got = if self.taken < self.pending.len() {
-            let got = crate::sys::copy_uninit(buf, &self.pending[self.taken..]);
-            self.taken += got.len();
-            got
-        } else {
-            crate::sys::recv_uninit(&self.socket, buf)?
+    fn serves(&self, transport: Transport) -> bool {
+        transport.is_stream()
+    }
+}
+
+/// A factory of [`DatagramHandler`]s; see [`datagram`].
+#[derive(Debug, Clone, Copy)]
+pub struct Datagrams<F>(F);
+
+/// Serves datagrams with a fresh `DatagramHandler` from `factory` each:
+/// `builder.build(datagram(|| Time))`.
+pub fn datagram<F, H>(factory: F) -> Datagrams<F>
+where
+    F: Fn() -> H + Send + Sync + 'static,
+    H: DatagramHandler,
+{
+    Datagrams(factory)
+}
+
+impl<F, H> HandlerFactory for Datagrams<F>
+where
+    F: Fn() -> H + Send + Sync + 'static,
+    H: DatagramHandler,
+{
+    fn serve(&self, request: &mut Request) -> io::Result<()> {
+        let Request::Datagram(d) = request else {
+            return Err(wrong_kind("a datagram handler got a stream connection"));
         };
-        self.note_read(got.len());
-        Ok(got)
-    }
-
-    /// As `read_some`, into `buf`'s spare capacity (its length is set to
-    /// what was read; nothing is zeroed first). Give `buf` a capacity.
-    pub fn read_chunk(&mut self, buf: &mut Vec<u8>) -> io::Result<usize> {
-        buf.clear();
-        if self.stop_now() {
-            return Ok(0);
-        }
-        let n = if self.taken < self.pending.len() {
-            let n = buf.capacity().max(1).min(self.pending.len() - self.taken);
-            buf.extend_from_slice(&self.pending[self.taken..self.taken + n]);
-            self.taken += n;
-            n
-        } else {
-            crate::sys::recv_into_spare(&self.socket, buf)?
+        let mut h = (self.0)();
+        let served = h.setup(d).and_then(|()| h.handle(d));
+        let finished = h.finish(d);
+        let replied = match (&served, &finished) {
+            (Ok(()), Ok(())) => d.send_reply(),
+            _ => Ok(()),
         };
-        self.note_read(n);
-        Ok(n)
+        served.and(finished).and(replied)
     }
 
-    /// Reads one line including its `\n`, reading at most `limit` bytes
-    /// (a longer line comes back cut at `limit`, without `\n`). Returns 0
-    /// (an empty line) at end of stream, and during a graceful stop as
-    /// `read_some` does.
-    pub fn read_line(&mut self, limit: usize, line: &mut Vec<u8>) -> io::Result<usize> {
-        line.clear();
-        if self.stop_now() {
-            return Ok(0);
-        }
-        loop {
-            let buffered = &self.pending[self.taken..];
-            let window = &buffered[..buffered.len().min(limit)];
-            if let Some(i) = window.iter().position(|&b| b == b'\n') {
-                return Ok(self.take_line(i + 1, line));
-            }
-            if window.len() == limit {
-                return Ok(self.take_line(limit, line));
-            }
-            if self.taken > 0 {
-                self.pending.drain(..self.taken);
-                self.taken = 0;
-            }
-            self.pending.reserve(4096.min(limit.max(1)));
-            if crate::sys::recv_into_spare(&self.socket, &mut self.pending)? == 0 {
-                let rest = self.pending.len();
-                return Ok(self.take_line(rest, line)); // end of stream
-            }
-        }
-    }
-
-    fn take_line(&mut self, n: usize, line: &mut Vec<u8>) -> usize {
-        line.extend_from_slice(&self.pending[self.taken..self.taken + n]);
-        self.taken += n;
-        self.note_read(n);
-        n
-    }
-
-    /// Writes all of `buf` to the client (`wfile`, unbuffered).
-    #[link_section = ".text.hot.sockserv_child"]
-    pub fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
-        (&self.socket).write_all(buf)
-    }
-
-    /// The connection itself.
-    pub fn socket(&self) -> &Socket {
-        &self.socket
-    }
-
-    /// Sets the read timeout for this connection.
-    pub fn set_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
-        self.socket.set_read_timeout(timeout)
-    }
-
-    /// The server's shared settings.
-    pub fn server(&self) -> &ServerContext {
-        &self.ctx
-    }
-
-    pub(crate) fn raw_fd(&self) -> i32 {
-        self.socket.as_raw_fd()
-    }
-
-    /// Python's `shutdown_request`: shut down both directions (the close
-    /// follows when the request is dropped, or at the child's exit).
-    #[link_section = ".text.hot.sockserv_child"]
-    pub(crate) fn shutdown(&self) {
-        let _ = self.socket.shutdown(std::net::Shutdown::Both);
+    fn serves(&self, transport: Transport) -> bool {
+        !transport.is_stream()
     }
 }
 
-impl io::Read for StreamRequest {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        self.read_some(buf)
-    }
-}
-
-impl Drop for StreamRequest {
-    /// Forgets the connection before its descriptor closes (the fields drop
-    /// after this), so a graceful stop never touches a reused descriptor.
-    fn drop(&mut self) {
-        self.watch.unregister(self.raw_fd());
-    }
-}
-
-/// One datagram (`rfile` is the packet) and a reply buffer (`wfile`) sent
-/// back to the client after `finish`.
-pub struct DatagramRequest {
-    /// The datagram as received.
-    pub packet: Vec<u8>,
-    /// Bytes to send back; nothing is sent when it stays empty.
-    pub reply: Vec<u8>,
-    peer: Address,
-    reply_to: SockAddr,
-    socket: Arc<Socket>,
-    ctx: Arc<ServerContext>,
-}
-
-impl DatagramRequest {
-    /// Wraps a received datagram.
-    pub fn new(
-        packet: Vec<u8>,
-        peer: Address,
-        reply_to: SockAddr,
-        socket: Arc<Socket>,
-        ctx: Arc<ServerContext>,
-    ) -> DatagramRequest {
-        DatagramRequest {
-            packet,
-            reply: Vec::new(),
-            peer,
-            reply_to,
-            socket,
-            ctx,
-        }
-    }
-
-    /// The client's address.
-    pub fn peer(&self) -> &Address {
-        &self.peer
-    }
-
-    /// The server's shared settings.
-    pub fn server(&self) -> &ServerContext {
-        &self.ctx
-    }
-
-    /// The server socket (to send to other clients, e.g. a chat room).
-    pub fn socket(&self) -> &Arc<Socket> {
-        &self.socket
-    }
-
-    /// The client's kernel address, for `sendto`.
-    pub fn reply_addr(&self) -> &SockAddr {
-        &self.reply_to
-    }
-
-    /// Sends `reply` to the client now (finish does it for what is left).
-    pub fn send_reply(&mut self) -> io::Result<()> {
-        if self.reply.is_empty() {
-            return Ok(());
-        }
-        let res = match self.socket.send_to(&self.reply, &self.reply_to) {
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                // The server socket is non-blocking; wait once for room.
-                wait_writable(&self.socket)?;
-                self.socket.send_to(&self.reply, &self.reply_to)
-            }
-            other => other,
-        };
-        self.reply.clear();
-        res.map(|_| ())
-    }
-}
-
-fn wait_writable(socket: &Socket) -> io::Result<()> {
-    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
-    use std::os::fd::AsFd;
-    let mut fds = [PollFd::new(socket.as_fd(), PollFlags::POLLOUT)];
-    poll(&mut fds, PollTimeout::from(1000u16)).map_err(io::Error::from)?;
-    Ok(())
+fn wrong_kind(what: &str) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidInput, what.to_string())
 }

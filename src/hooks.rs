@@ -6,7 +6,7 @@
 use slog::{error, Logger};
 
 use crate::addr::Address;
-use crate::dispatch::RequestError;
+use crate::error::RequestError;
 
 /// Overridable lifecycle hooks. Called by the server; never call them
 /// yourself.

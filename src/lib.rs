@@ -8,7 +8,9 @@
 //!              +----------------------------------------------+
 //!   policy     | Sync   Fork   Thread   Pool                  |  Policy (run time)
 //!              +----------------------------------------------+
-//!   handler    | setup -> handle -> finish                    |  Handler + HandlerFactory
+//!   handler    | setup -> handle -> finish                    |  Handler / StreamHandler /
+//!              +----------------------------------------------+  DatagramHandler
+//!   supervisor | master + workers, restarts, signals          |  supervisor::Supervisor
 //!              +----------------------------------------------+
 //! ```
 //!
@@ -19,69 +21,94 @@
 //! | `ForkingMixIn`                 | `Policy::Fork { max_children, block_on_close }` |
 //! | `ThreadingMixIn`               | `Policy::Thread { daemon, block_on_close }`   |
 //! | (none)                         | `Policy::Pool { threads, queue }`             |
-//! | `BaseRequestHandler`           | [`Handler`]                                   |
-//! | `StreamRequestHandler`         | [`handler::StreamRequest`] (reader / writer)  |
-//! | `DatagramRequestHandler`       | [`handler::DatagramRequest`] (packet / reply) |
+//! | `BaseRequestHandler`           | [`Handler`] (any transport)                   |
+//! | `StreamRequestHandler`         | [`StreamHandler`] over a [`StreamRequest`] (`Read`, `Write`, `reader()`) |
+//! | `DatagramRequestHandler`       | [`DatagramHandler`] over a [`DatagramRequest`] (packet / reply) |
 //! | overridable server methods     | [`Hooks`]                                     |
+//! | (gunicorn's arbiter)           | [`supervisor::Supervisor`]                    |
 //!
 //! Every transport works with every policy. The request chain is Python's:
-//! `handle_request` -> `get_request` ([`transport`]) -> `verify_request`
-//! ([`Hooks`]) -> `process_request` ([`Policy`]) -> `finish_request`
-//! (setup/handle/finish, [`dispatch`]) -> `shutdown_request`.
+//! `handle_request` -> `get_request` -> `verify_request` ([`Hooks`]) ->
+//! `process_request` ([`Policy`]) -> `finish_request` (setup/handle/finish)
+//! -> `shutdown_request`; [`server`] spells it out.
 //!
 //! ```no_run
-//! use socketserver::{Handler, Policy, Request, ServerBuilder, Transport};
+//! use socketserver::{stream, Policy, ServerBuilder, StreamHandler, StreamRequest, Transport};
+//! use std::io::{self, Write};
 //! use std::time::Duration;
 //!
 //! struct Echo;
-//! impl Handler for Echo {
-//!     fn handle(&mut self, req: &mut Request) -> std::io::Result<()> {
-//!         if let Request::Stream(s) = req {
-//!             let mut buf = [0u8; 4096];
-//!             loop {
-//!                 let n = s.read_some(&mut buf)?;
-//!                 if n == 0 { return Ok(()); }
-//!                 s.write_all(&buf[..n])?;
+//! impl StreamHandler for Echo {
+//!     fn handle(&mut self, conn: &mut StreamRequest) -> io::Result<()> {
+//!         let mut buf = [0u8; 4096];
+//!         loop {
+//!             let n = conn.read_some(&mut buf)?;
+//!             if n == 0 {
+//!                 return Ok(());
 //!             }
+//!             conn.write_all(&buf[..n])?;
 //!         }
-//!         Ok(())
 //!     }
 //! }
 //!
 //! let addr = Transport::Tcp.parse_address("127.0.0.1:0")?;
 //! let mut server = ServerBuilder::new(Transport::Tcp, addr)
 //!     .policy(Policy::THREAD)
-//!     .build(|| Echo)?;
+//!     .build(stream(|| Echo))?;
 //! println!("listening on {}", server.address());
 //! server.serve_forever(Duration::from_millis(500))?;
 //! # Ok::<(), socketserver::Error>(())
 //! ```
+//!
+//! # Features
+//!
+//! With `default-features = false` the crate is the library alone: the
+//! modules above, on libc, nix, socket2, signal-hook, crossbeam-channel,
+//! slog (with its term and JSON drains) and thiserror. `apps` (on by
+//! default) adds [`services`], the built-in services `sockserv` serves;
+//! `load` (on by default) adds `load`, the `sockload` engine.
 #![deny(missing_docs)]
+#![deny(unsafe_op_in_unsafe_fn)]
+#![deny(clippy::undocumented_unsafe_blocks)]
+
+/// The linker section of the code a fork-policy child runs: the one home
+/// of its name (see `sys::CHILD_TEXT`). Used as
+/// `#[link_section = child_text!()]`.
+macro_rules! child_text {
+    () => {
+        ".text.hot.sockserv_child"
+    };
+}
 
 pub mod addr;
-pub mod app;
-pub mod control;
-pub mod dispatch;
+mod control;
+mod dispatch;
 pub mod error;
 pub mod handler;
 pub mod hooks;
-pub mod load;
 pub mod log;
 pub mod policy;
+pub mod request;
 pub mod server;
-pub mod services;
 pub mod socket;
 pub mod supervisor;
-pub mod sys;
-pub mod transport;
-pub mod watch;
+mod sys;
+mod transport;
+mod watch;
+
+#[cfg(feature = "load")]
+pub mod load;
+#[cfg(feature = "apps")]
+pub mod services;
 
 pub use addr::{Address, Transport};
 pub use control::ShutdownHandle;
-pub use dispatch::RequestError;
-pub use error::{Error, Result};
-pub use handler::{Handler, HandlerFactory, Request, ServerContext};
+pub use error::{Error, RequestError, Result};
+pub use handler::{datagram, stream, DatagramHandler, Handler, HandlerFactory, StreamHandler};
 pub use hooks::{AllowList, DefaultHooks, Hooks};
+pub use nix::sys::signal::Signal;
 pub use policy::Policy;
+pub use request::{DatagramRequest, Request, ServerContext, StreamRequest};
 pub use server::{Server, ServerBuilder};
 pub use socket::{BindOptions, Listener};
+pub use supervisor::Supervisor;

@@ -1,4 +1,5 @@
-//! Loggers for the binaries: slog to stderr, as terminal text or JSON lines.
+//! Loggers for servers and the binaries: slog to stderr, as terminal text
+//! or JSON lines, or nowhere.
 //!
 //! The drains are synchronous (a `Mutex` around the formatter, no
 //! background thread as `slog-async` would start), so a process that forks
@@ -93,4 +94,9 @@ where
     let drain = Mutex::new(drain).map(slog::IgnoreResult::new);
     let drain = slog::LevelFilter::new(drain, level).fuse();
     Logger::root(drain, o!("pid" => slog::FnValue(|_| std::process::id())))
+}
+
+/// A logger that drops every record (what a server logs to by default).
+pub fn discard() -> Logger {
+    Logger::root(slog::Discard, o!())
 }

@@ -21,7 +21,8 @@ use crate::addr::{Address, Transport};
 use crate::control::{Control, ShutdownHandle};
 use crate::dispatch::Dispatch;
 use crate::error::{Error, Result};
-use crate::handler::{HandlerFactory, ServerContext};
+use crate::handler::HandlerFactory;
+use crate::request::ServerContext;
 use crate::hooks::{DefaultHooks, Hooks};
 use crate::policy::{check_single_threaded, Policy, Runner};
 use crate::socket::{BindOptions, Listener};
@@ -39,8 +40,14 @@ pub struct ServerBuilder {
     tcp_nodelay: bool,
     max_packet_size: usize,
     hooks: Arc<dyn Hooks>,
+    /// Set by the supervisor's worker: wraps whatever hooks the program
+    /// chose with the worker's own (request counting, heartbeats).
+    layer: Option<HookLayer>,
     log: Logger,
 }
+
+/// Wraps a server's hooks at build time (see `ServerBuilder::layer`).
+pub(crate) type HookLayer = Box<dyn FnOnce(Arc<dyn Hooks>) -> Arc<dyn Hooks>>;
 
 impl ServerBuilder {
     /// A server that will bind `address` itself.
@@ -56,6 +63,7 @@ impl ServerBuilder {
             tcp_nodelay: true,
             max_packet_size: 8192,
             hooks: Arc::new(DefaultHooks),
+            layer: None,
             log: Logger::root(slog::Discard, o!()),
         }
     }
@@ -117,9 +125,24 @@ impl ServerBuilder {
         self
     }
 
+    /// Wraps the hooks chosen by the program, when the server is built.
+    pub(crate) fn layer(mut self, layer: HookLayer) -> Self {
+        self.layer = Some(layer);
+        self
+    }
+
     /// Binds (unless a listener was given), ignores SIGPIPE, and starts the
     /// policy (a pool starts its threads here).
+    /// Fails when `factory` cannot serve the transport (a stream-only
+    /// handler on UDP, say).
     pub fn build(self, factory: impl HandlerFactory) -> Result<Server> {
+        if !factory.serves(self.transport) {
+            return Err(Error::Config(format!(
+                "this handler cannot serve transport {}: a stream handler needs tcp or unix, \
+                 a datagram handler udp or unix-dgram",
+                self.transport
+            )));
+        }
         crate::sys::ignore_sigpipe().map_err(|e| Error::os("ignore SIGPIPE", e))?;
         let listener = match (self.listener, &self.address) {
             (Some(l), _) => l,
@@ -131,9 +154,13 @@ impl ServerBuilder {
         ctx.tcp_nodelay = self.tcp_nodelay;
         ctx.max_packet_size = self.max_packet_size;
         let control = Arc::new(Control::new().map_err(|e| Error::os("socketpair", e))?);
+        let hooks = match self.layer {
+            Some(layer) => layer(self.hooks),
+            None => self.hooks,
+        };
         let dispatch = Dispatch {
             factory: Arc::new(factory),
-            hooks: self.hooks,
+            hooks,
             ctx: Arc::new(ctx),
             log: self.log.clone(),
         };

@@ -2,7 +2,7 @@
 //! listen; or adopting an inherited descriptor.
 
 use std::fs;
-use std::os::fd::{OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -41,11 +41,11 @@ impl Default for BindOptions {
 pub struct Listener {
     /// The socket, non-blocking and close-on-exec; shared with datagram
     /// handlers, which reply on it.
-    pub socket: Arc<Socket>,
+    pub(crate) socket: Arc<Socket>,
     /// The transport it serves.
-    pub transport: Transport,
+    pub(crate) transport: Transport,
     /// The address it is bound to, with port 0 resolved.
-    pub address: Address,
+    pub(crate) address: Address,
     /// A socket file this listener created and removes on close.
     owned_path: Option<PathBuf>,
 }
@@ -105,15 +105,6 @@ impl Listener {
         Listener::finish(socket, transport, &address, None)
     }
 
-    /// Adopts a raw descriptor number, e.g. fd 3 from `LISTEN_FDS`.
-    ///
-    /// The caller hands over ownership of `fd`: nothing else may close it.
-    pub fn from_raw_fd(fd: RawFd, transport: Transport) -> Result<Listener> {
-        let owned = crate::sys::adopt_fd(fd)
-            .map_err(|e| Error::Config(format!("fd {fd} is not an open descriptor: {e}")))?;
-        Listener::from_fd(owned, transport)
-    }
-
     fn finish(
         socket: Socket,
         transport: Transport,
@@ -134,6 +125,21 @@ impl Listener {
         })
     }
 
+    /// The transport it serves.
+    pub fn transport(&self) -> Transport {
+        self.transport
+    }
+
+    /// The address it is bound to, with port 0 resolved to the real port.
+    pub fn address(&self) -> &Address {
+        &self.address
+    }
+
+    /// The socket itself (non-blocking, close-on-exec).
+    pub fn socket(&self) -> &Socket {
+        &self.socket
+    }
+
     /// Stops this listener from removing its socket file on drop (for a
     /// supervisor's workers, which share the master's socket).
     pub fn disown_path(&mut self) {
@@ -145,6 +151,18 @@ impl Listener {
         if let Some(path) = self.owned_path.take() {
             let _ = fs::remove_file(path);
         }
+    }
+}
+
+impl AsFd for Listener {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.socket.as_fd()
+    }
+}
+
+impl AsRawFd for Listener {
+    fn as_raw_fd(&self) -> RawFd {
+        self.socket.as_raw_fd()
     }
 }
 

@@ -14,9 +14,9 @@ use slog::{debug, error, warn};
 use crate::control::Control;
 use crate::dispatch::Dispatch;
 use crate::error::{Error, Result};
-use crate::sys::{self, Forked, PidTable};
+use crate::sys::{self, PidTable};
 use crate::transport::Incoming;
-use crate::watch::Watch;
+use crate::watch::{self, Watch};
 
 pub(crate) struct ForkRunner {
     pub(super) max_children: usize,
@@ -52,7 +52,7 @@ impl ForkRunner {
         let children =
             PidTable::new(max_children).map_err(|e| Error::os("map the table of children", e))?;
         let mask =
-            sys::block_signals(&[libc::SIGCHLD]).map_err(|e| Error::os("block SIGCHLD", e))?;
+            sys::block_signals(&[Signal::SIGCHLD]).map_err(|e| Error::os("block SIGCHLD", e))?;
         let caller_blocked_sigchld = mask.contains(Signal::SIGCHLD);
         let mut set = SigSet::empty();
         set.add(Signal::SIGCHLD);
@@ -84,7 +84,7 @@ impl ForkRunner {
     /// the mask children get from now.
     pub(super) fn begin(&mut self) -> Result<()> {
         let mut mask =
-            sys::block_signals(&[libc::SIGCHLD]).map_err(|e| Error::os("block SIGCHLD", e))?;
+            sys::block_signals(&[Signal::SIGCHLD]).map_err(|e| Error::os("block SIGCHLD", e))?;
         if !self.caller_blocked_sigchld {
             mask.remove(Signal::SIGCHLD);
         }
@@ -92,73 +92,68 @@ impl ForkRunner {
         Ok(())
     }
 
-    #[link_section = ".text.hot.sockserv_child"]
+    #[link_section = child_text!()]
     pub(super) fn spawn(&mut self, incoming: Incoming, dispatch: &Dispatch) -> Result<()> {
         // A graceful stop sends children SIGTERM. Unless the child inherits
         // the action for it, it installs one; until then SIGTERM waits.
-        let inherited = sys::shutdown_read_registered(libc::SIGTERM);
+        let inherited = watch::stop_action_registered(Signal::SIGTERM);
         let mask = if inherited {
             None
         } else {
-            Some(sys::block_signals(&[libc::SIGTERM]).map_err(|e| Error::os("sigprocmask", e))?)
+            Some(sys::block_signals(&[Signal::SIGTERM]).map_err(|e| Error::os("sigprocmask", e))?)
         };
         // The proof was taken when the runner was built, and serve_forever
-        // checks again; the child leaves only through sys::exit_now.
-        let forked = sys::fork(&self.single);
-        if let Ok(Forked::Child) = forked {
-            self.run_child(incoming, dispatch, mask.as_ref());
-        }
+        // checks again. The parent's copy of the connection closes when
+        // the closure that owns it drops, as fork returns.
+        let forked = sys::fork(&self.single, |child| {
+            self.run_child(child, incoming, dispatch, mask.is_some())
+        });
         if let Some(mask) = &mask {
             let _ = sys::restore_signals(mask);
         }
-        match forked {
-            Err(e) => Err(Error::os("fork", e)),
-            Ok(Forked::Parent(pid)) => {
-                // Never full: the loop stops accepting at max_children.
-                self.children.insert(pid);
-                drop(incoming); // the parent's copy of the connection closes here
-                Ok(())
-            }
-            Ok(Forked::Child) => unreachable!("run_child never returns"),
-        }
+        let pid = forked.map_err(|e| Error::os("fork", e))?;
+        // Never full: the loop stops accepting at max_children.
+        self.children.insert(pid);
+        Ok(())
     }
 
-    /// The child's whole life: it never returns into the accept loop and
-    /// never runs the parent's destructors.
+    /// The child's whole life; its result is the child's exit status.
     /// The parent only accepts, forks and closes: any page it writes
     /// between forks is copied once per child, and its time is the server's
     /// throughput. So the child does the rest, and drops nothing.
-    #[link_section = ".text.hot.sockserv_child"]
-    pub(super) fn run_child(
+    #[link_section = child_text!()]
+    fn run_child(
         &self,
+        child: &sys::ForkChild,
         incoming: Incoming,
         dispatch: &Dispatch,
-        mask: Option<&SigSet>,
-    ) -> ! {
-        if mask.is_some() {
+        own_stop_action: bool,
+    ) -> i32 {
+        if own_stop_action {
             // A graceful stop's SIGTERM: finish the reply in hand, then leave.
-            let _ = sys::shutdown_read_on_signal(libc::SIGTERM);
+            let _ = watch::on_stop_signal(Signal::SIGTERM);
         }
         // The mask the program had: SIGCHLD (and SIGTERM) unblocked.
         let _ = sys::restore_signals(&self.mask);
         // A server that dies without closing (SIGKILL) leaves no orphan
         // serving on: its children are killed too.
-        let _ = sys::set_parent_death_signal(libc::SIGKILL);
+        let _ = sys::set_parent_death_signal(Signal::SIGKILL);
         if sys::parent_pid() != self.pid {
-            sys::exit_now(1); // the parent died before prctl took effect
+            return 1; // the parent died before prctl took effect
         }
         if matches!(incoming, Incoming::Stream { .. }) {
             if let Some(fd) = self.listener_fd {
                 // Without this, a long-lived child would keep the port open
                 // after the parent closed it.
-                sys::close_fd(fd);
+                child.close_inherited(fd);
             }
         }
-        // finish() catches a handler's panic; should anything else here
-        // panic, the unwind ends at this guard, in _exit(1).
-        let _guard = ExitOnUnwind;
         let ok = dispatch.finish(dispatch.prepare(incoming, Watch::ForkChild), true);
-        sys::exit_now(if ok { 0 } else { 1 })
+        if ok {
+            0
+        } else {
+            1
+        }
     }
 
     /// Python's `collect_children(blocking=False)`: waits on each of our own
@@ -290,16 +285,6 @@ impl ForkRunner {
             let _ = waitpid(Pid::from_raw(pid), None);
         }
         self.children.clear();
-    }
-}
-
-/// Ends a forked child with status 1 if a panic unwinds through
-/// `run_child`: the child must never unwind into the parent's accept loop.
-struct ExitOnUnwind;
-
-impl Drop for ExitOnUnwind {
-    fn drop(&mut self) {
-        sys::exit_now(1)
     }
 }
 

@@ -59,7 +59,7 @@ impl FromStr for Builtin {
 }
 
 impl Service for Builtin {
-    #[link_section = ".text.hot.sockserv_child"]
+    #[link_section = child_text!()]
     fn framing(&self) -> Framing {
         match self {
             Builtin::Time => Framing::Line,
@@ -67,7 +67,7 @@ impl Service for Builtin {
         }
     }
 
-    #[link_section = ".text.hot.sockserv_child"]
+    #[link_section = child_text!()]
     fn respond_in_place(&self, buf: &mut [u8]) -> bool {
         match *self {
             Builtin::Echo => {}

@@ -1,11 +1,13 @@
 //! Built-in services that `sockserv` serves, each over all four transports.
 //!
-//! A [`Service`] maps one request to one reply. [`ServiceHandler`] adapts it
-//! to a [`Handler`]: over a stream, each read (or each line, for line
+//! A [`Service`] maps one request to one reply. [`ServiceFactory`] serves
+//! it as a [`Handler`]: over a stream, each read (or each line, for line
 //! services) is one request; over datagrams, each packet is one.
+//! [`ServeConfig`] is what `sockserv` serves, turned into a server.
 
 mod builtin;
 pub mod chat;
+mod config;
 pub mod files;
 mod time;
 
@@ -14,8 +16,10 @@ use std::mem::MaybeUninit;
 use std::sync::Arc;
 
 pub use builtin::Builtin;
+pub use config::{serve_foreground, ServeConfig, ServiceKind};
 
-use crate::handler::{run_handler, Handler, HandlerFactory, Request, StreamRequest};
+use crate::handler::{run_handler, Handler, HandlerFactory};
+use crate::request::{Request, StreamRequest};
 
 /// The longest line a line service reads; a longer one gets an error reply
 /// and the connection is closed.
@@ -55,18 +59,6 @@ pub trait Service: Send + Sync + 'static {
     }
 }
 
-/// A [`Handler`] that serves a [`Service`].
-pub struct ServiceHandler {
-    service: Arc<dyn Service>,
-}
-
-impl ServiceHandler {
-    /// A factory making handlers for `service`, for `ServerBuilder::build`.
-    pub fn factory(service: Arc<dyn Service>) -> ServiceFactory {
-        ServiceFactory { service }
-    }
-}
-
 /// Serves each request with one shared service. It lends the service to
 /// each request instead of cloning its `Arc`: in a fork-policy child, a
 /// reference-count increment would copy a heap page shared with the parent.
@@ -74,14 +66,15 @@ pub struct ServiceFactory {
     service: Arc<dyn Service>,
 }
 
-impl HandlerFactory for ServiceFactory {
-    fn make(&self) -> Box<dyn Handler> {
-        Box::new(ServiceHandler {
-            service: Arc::clone(&self.service),
-        })
+impl ServiceFactory {
+    /// A factory serving `service`, for `ServerBuilder::build`.
+    pub fn new(service: Arc<dyn Service>) -> ServiceFactory {
+        ServiceFactory { service }
     }
+}
 
-    #[link_section = ".text.hot.sockserv_child"]
+impl HandlerFactory for ServiceFactory {
+    #[link_section = child_text!()]
     fn serve(&self, request: &mut Request) -> io::Result<()> {
         run_handler(&mut Serving(&*self.service), request)
     }
@@ -91,7 +84,7 @@ impl HandlerFactory for ServiceFactory {
 struct Serving<'a>(&'a dyn Service);
 
 impl Serving<'_> {
-    #[link_section = ".text.hot.sockserv_child"]
+    #[link_section = child_text!()]
     fn serve_stream(&self, s: &mut StreamRequest) -> io::Result<()> {
         match self.0.framing() {
             Framing::Chunk => self.serve_chunks(s),
@@ -106,7 +99,7 @@ impl Serving<'_> {
     /// ever sends that much: the compiler's stack probes write each page of
     /// a frame over 4 KiB on entry. This way a connection that only sends
     /// small requests spends at most one page on its buffer.
-    #[link_section = ".text.hot.sockserv_child"]
+    #[link_section = child_text!()]
     fn serve_chunks(&self, s: &mut StreamRequest) -> io::Result<()> {
         let mut small = [MaybeUninit::<u8>::uninit(); SMALL_READ];
         let mut big: Option<Box<[MaybeUninit<u8>]>> = None;
@@ -159,7 +152,7 @@ impl Serving<'_> {
 }
 
 impl Handler for Serving<'_> {
-    #[link_section = ".text.hot.sockserv_child"]
+    #[link_section = child_text!()]
     fn handle(&mut self, req: &mut Request) -> io::Result<()> {
         match req {
             Request::Stream(s) => self.serve_stream(s),
@@ -168,11 +161,5 @@ impl Handler for Serving<'_> {
                 Ok(())
             }
         }
-    }
-}
-
-impl Handler for ServiceHandler {
-    fn handle(&mut self, req: &mut Request) -> io::Result<()> {
-        Serving(&*self.service).handle(req)
     }
 }

@@ -6,7 +6,7 @@
 //! worker may run ordinary code. It never handles a request.
 
 use std::io::Read;
-use std::os::fd::{AsFd, AsRawFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd};
 use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
 
@@ -19,10 +19,10 @@ use slog::{crit, error, info, warn, Logger};
 use super::restart::{RestartPolicy, Verdict, YOUNG};
 use super::signals::{self, SignalQueue};
 use super::worker::{self, beat, WorkerInit, BOOT_ERROR};
-use super::{systemd, SupervisorConfig};
+use super::{systemd, BuildServer, Supervisor};
 use crate::error::{Error, Result};
 use crate::socket::Listener;
-use crate::sys::{self, Forked};
+use crate::sys;
 
 /// One worker as the master sees it.
 struct Worker {
@@ -45,8 +45,9 @@ enum Stop {
 }
 
 /// The supervising process's state.
-pub struct Master<'a> {
-    cfg: &'a SupervisorConfig,
+pub(super) struct Master<'a> {
+    cfg: &'a Supervisor,
+    build: &'a dyn BuildServer,
     log: Logger,
     listener: Option<Listener>,
     signals: SignalQueue,
@@ -63,28 +64,29 @@ pub struct Master<'a> {
 
 impl<'a> Master<'a> {
     /// Binds (or takes from systemd) the socket and installs the handlers.
-    pub fn new(cfg: &'a SupervisorConfig, log: Logger) -> Result<Master<'a>> {
+    pub(super) fn new(
+        cfg: &'a Supervisor,
+        build: &'a dyn BuildServer,
+        log: Logger,
+    ) -> Result<Master<'a>> {
         let single = crate::policy::check_single_threaded()?;
-        let mut activated = systemd::listen_fds(cfg.serve.transport)?;
+        let mut activated = systemd::listen_fds(cfg.transport)?;
         if activated.len() > 1 {
             return Err(Error::Config(format!(
-                "systemd passed {} sockets; sockserv serves one",
+                "systemd passed {} sockets; the supervisor serves one",
                 activated.len()
             )));
         }
         let listener = match activated.pop() {
             Some(l) => Some(l),
             None if cfg.reuse_port => None,
-            None => Some(Listener::bind(
-                cfg.serve.transport,
-                &cfg.serve.listen,
-                &cfg.serve.bind,
-            )?),
+            None => Some(Listener::bind(cfg.transport, &cfg.address, &cfg.bind)?),
         };
         let signals =
             SignalQueue::install().map_err(|e| Error::os("install signal handlers", e))?;
         Ok(Master {
             cfg,
+            build,
             log,
             listener,
             signals,
@@ -100,19 +102,19 @@ impl<'a> Master<'a> {
     }
 
     /// The address clients connect to.
-    pub fn address(&self) -> String {
+    fn address(&self) -> String {
         match &self.listener {
             Some(l) => l.address.to_string(),
-            None => self.cfg.serve.listen.to_string(),
+            None => self.cfg.address.to_string(),
         }
     }
 
     /// Runs until stopped; returns the process exit code (0, or 1 after a
     /// crash loop or a worker that could not boot).
-    pub fn run(mut self) -> i32 {
+    pub(super) fn run(mut self) -> i32 {
         info!(self.log, "listening";
-              "addr" => self.address(), "transport" => %self.cfg.serve.transport,
-              "policy" => self.cfg.serve.policy.name(), "service" => self.cfg.serve.service.name(),
+              "addr" => self.address(), "transport" => %self.cfg.transport,
+              "policy" => self.cfg.policy.name(), "service" => &self.cfg.name,
               "workers" => self.target);
         loop {
             self.manage_workers();
@@ -195,19 +197,19 @@ impl<'a> Master<'a> {
         }
     }
 
-    fn handle_signal(&mut self, sig: i32, count: usize) {
-        if sig != libc::SIGCHLD {
+    fn handle_signal(&mut self, sig: Signal, count: usize) {
+        if sig != Signal::SIGCHLD {
             info!(self.log, "signal"; "signal" => signals::name(sig), "count" => count);
         }
         match sig {
-            libc::SIGTERM => self.begin_stop(false),
-            libc::SIGINT | libc::SIGQUIT => self.begin_stop(true),
-            libc::SIGHUP => self.reload(),
-            libc::SIGTTIN => {
+            Signal::SIGTERM => self.begin_stop(false),
+            Signal::SIGINT | Signal::SIGQUIT => self.begin_stop(true),
+            Signal::SIGHUP => self.reload(),
+            Signal::SIGTTIN => {
                 self.target += count;
                 info!(self.log, "scale"; "workers" => self.target);
             }
-            libc::SIGTTOU => {
+            Signal::SIGTTOU => {
                 self.target = self.target.saturating_sub(count).max(1);
                 info!(self.log, "scale"; "workers" => self.target);
             }
@@ -261,44 +263,43 @@ impl<'a> Master<'a> {
         // Signals wait (pending) until the worker has its own handlers.
         let mask =
             sys::block_signals(&signals::SIGNALS).map_err(|e| Error::os("sigprocmask", e))?;
-        // The master never starts a thread; worker::run ends in _exit.
-        let forked = sys::fork(&self.single);
-        if !matches!(forked, Ok(Forked::Child)) {
-            let _ = sys::restore_signals(&mask);
-        }
-        match forked.map_err(|e| Error::os("fork", e))? {
-            Forked::Child => {
-                let mut close_fds: Vec<RawFd> = self.signals.forget_in_worker().to_vec();
-                close_fds.push(master_end.as_raw_fd());
-                close_fds.extend(self.workers.iter().map(|w| w.heartbeat.as_raw_fd()));
-                let init = WorkerInit {
-                    listener_fd: self.listener.as_ref().map(|l| l.socket.as_raw_fd()),
-                    heartbeat: worker_end,
-                    close_fds,
-                    master_pid,
-                    signal_mask: mask,
-                };
-                worker::run(self.cfg, init, &self.log)
+        // The master never starts a thread, so the worker may run ordinary
+        // code. It drops what only the master needs (the signal handlers
+        // and their pipe, every heartbeat channel) and takes the listener.
+        let (cfg, build, log) = (self.cfg, self.build, &self.log);
+        let forked = sys::fork(&self.single, |child| {
+            child.close_inherited(master_end.as_raw_fd());
+            self.signals.forget_in_worker(child);
+            self.workers.clear();
+            let mut listener = self.listener.take();
+            if let Some(l) = &mut listener {
+                l.disown_path(); // the master removes the socket file
             }
-            Forked::Parent(pid) => {
-                // Also set here, so the group exists before either side runs on.
-                let _ = nix::unistd::setpgid(Pid::from_raw(pid), Pid::from_raw(pid));
-                drop(worker_end);
-                let now = Instant::now();
-                info!(self.log, "worker started"; "worker" => pid, "generation" => self.generation);
-                self.workers.push(Worker {
-                    pid,
-                    generation: self.generation,
-                    started: now,
-                    last_beat: now,
-                    ready: false,
-                    leaving: None,
-                    heartbeat: master_end,
-                    heartbeat_open: true,
-                });
-                Ok(())
-            }
-        }
+            let init = WorkerInit {
+                listener,
+                heartbeat: worker_end,
+                master_pid,
+                signal_mask: mask,
+            };
+            worker::run(cfg, build, init, log)
+        });
+        let _ = sys::restore_signals(&mask);
+        let pid = forked.map_err(|e| Error::os("fork", e))?;
+        // Also set here, so the group exists before either side runs on.
+        let _ = nix::unistd::setpgid(Pid::from_raw(pid), Pid::from_raw(pid));
+        let now = Instant::now();
+        info!(self.log, "worker started"; "worker" => pid, "generation" => self.generation);
+        self.workers.push(Worker {
+            pid,
+            generation: self.generation,
+            started: now,
+            last_beat: now,
+            ready: false,
+            leaving: None,
+            heartbeat: master_end,
+            heartbeat_open: true,
+        });
+        Ok(())
     }
 
     /// Reaps every exited worker (the master's only children) and decides
@@ -315,7 +316,7 @@ impl<'a> Master<'a> {
                 }
                 WaitStatus::Signaled(pid, sig, _) => (
                     pid.as_raw(),
-                    format!("killed by signal {}", signals::name(sig as i32)),
+                    format!("killed by signal {}", signals::name(sig)),
                     None,
                 ),
                 _ => continue,
@@ -367,7 +368,7 @@ impl<'a> Master<'a> {
     /// that overran the graceful timeout. The whole process group goes.
     fn murder_workers(&mut self) {
         let now = Instant::now();
-        let grace = self.cfg.serve.graceful_timeout + Duration::from_secs(1);
+        let grace = self.cfg.graceful_timeout + Duration::from_secs(1);
         for w in &mut self.workers {
             if let Some(since) = w.leaving {
                 if now.duration_since(since) > grace {
@@ -439,9 +440,9 @@ impl<'a> Master<'a> {
                 signal_group(w.pid, Signal::SIGKILL);
             }
         } else {
-            let deadline = now + self.cfg.serve.graceful_timeout + Duration::from_secs(1);
+            let deadline = now + self.cfg.graceful_timeout + Duration::from_secs(1);
             info!(self.log, "stopping"; "mode" => "graceful", "workers" => self.workers.len(),
-                  "graceful_timeout_s" => self.cfg.serve.graceful_timeout.as_secs_f64());
+                  "graceful_timeout_s" => self.cfg.graceful_timeout.as_secs_f64());
             self.stop = Some(Stop::Graceful { deadline });
             for w in &mut self.workers {
                 w.leaving.get_or_insert(now);

@@ -3,20 +3,30 @@
 //! signal"); the loop then handles each one by name.
 
 use std::io::{self, Read};
-use std::os::fd::{AsFd, BorrowedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use signal_hook::consts::{SIGCHLD, SIGHUP, SIGINT, SIGQUIT, SIGTERM, SIGTTIN, SIGTTOU};
+use nix::sys::signal::Signal;
 use signal_hook::SigId;
 
+use crate::sys::{self, ForkChild};
+
 /// The signals the master obeys, in the order a drained queue handles them.
-pub const SIGNALS: [i32; 7] = [SIGCHLD, SIGTERM, SIGINT, SIGQUIT, SIGHUP, SIGTTIN, SIGTTOU];
+pub(super) const SIGNALS: [Signal; 7] = [
+    Signal::SIGCHLD,
+    Signal::SIGTERM,
+    Signal::SIGINT,
+    Signal::SIGQUIT,
+    Signal::SIGHUP,
+    Signal::SIGTTIN,
+    Signal::SIGTTOU,
+];
 
 /// Counts of signals received since the last drain, and the wake-up socket.
-pub struct SignalQueue {
-    counts: Vec<(i32, Arc<AtomicUsize>)>,
+pub(super) struct SignalQueue {
+    counts: Vec<(Signal, Arc<AtomicUsize>)>,
     ids: Vec<SigId>,
     wake_rx: UnixStream,
     wake_tx: UnixStream,
@@ -24,7 +34,7 @@ pub struct SignalQueue {
 
 impl SignalQueue {
     /// Installs the master's handlers.
-    pub fn install() -> io::Result<SignalQueue> {
+    pub(super) fn install() -> io::Result<SignalQueue> {
         let (wake_rx, wake_tx) = UnixStream::pair()?;
         wake_rx.set_nonblocking(true)?;
         wake_tx.set_nonblocking(true)?;
@@ -36,10 +46,9 @@ impl SignalQueue {
         };
         for sig in SIGNALS {
             let count = Arc::new(AtomicUsize::new(0));
-            q.ids
-                .push(crate::sys::count_signal(sig, Arc::clone(&count))?);
+            q.ids.push(sys::count_signal(sig, Arc::clone(&count))?);
             q.ids.push(signal_hook::low_level::pipe::register(
-                sig,
+                sig as i32,
                 q.wake_tx.try_clone()?,
             )?);
             q.counts.push((sig, count));
@@ -48,12 +57,12 @@ impl SignalQueue {
     }
 
     /// The descriptor the master polls.
-    pub fn wake_source(&self) -> BorrowedFd<'_> {
+    pub(super) fn wake_source(&self) -> BorrowedFd<'_> {
         self.wake_rx.as_fd()
     }
 
     /// Takes the queued signals: each signal with how often it came.
-    pub fn drain(&self) -> Vec<(i32, usize)> {
+    pub(super) fn drain(&self) -> Vec<(Signal, usize)> {
         let mut buf = [0u8; 64];
         while matches!((&self.wake_rx).read(&mut buf), Ok(n) if n > 0) {}
         self.counts
@@ -66,35 +75,19 @@ impl SignalQueue {
     }
 
     /// In a newly forked worker: removes the master's handlers (closing
-    /// their descriptors), so the master's signals are ignored there until
-    /// the worker installs its own, and returns the descriptors of the
-    /// wake-up pair for the worker to close.
-    pub fn forget_in_worker(&mut self) -> [RawFd; 2] {
+    /// the descriptors they hold), so the master's signals are ignored
+    /// there until the worker installs its own, and closes the wake-up
+    /// pair (this copy of the queue is never dropped: the worker `_exit`s).
+    pub(super) fn forget_in_worker(&mut self, child: &ForkChild) {
         for id in self.ids.drain(..) {
             signal_hook::low_level::unregister(id);
         }
-        use std::os::fd::AsRawFd;
-        [self.wake_rx.as_raw_fd(), self.wake_tx.as_raw_fd()]
+        child.close_inherited(self.wake_rx.as_raw_fd());
+        child.close_inherited(self.wake_tx.as_raw_fd());
     }
 }
 
-/// The conventional name of a signal, for logs.
-pub fn name(sig: i32) -> &'static str {
-    match sig {
-        SIGCHLD => "CHLD",
-        SIGTERM => "TERM",
-        SIGINT => "INT",
-        SIGQUIT => "QUIT",
-        SIGHUP => "HUP",
-        SIGTTIN => "TTIN",
-        SIGTTOU => "TTOU",
-        libc::SIGKILL => "KILL",
-        libc::SIGABRT => "ABRT",
-        libc::SIGSEGV => "SEGV",
-        libc::SIGBUS => "BUS",
-        libc::SIGPIPE => "PIPE",
-        libc::SIGUSR1 => "USR1",
-        libc::SIGUSR2 => "USR2",
-        _ => "other",
-    }
+/// The conventional name of a signal, for logs: `TERM`, `HUP`, `KILL`.
+pub(super) fn name(sig: Signal) -> &'static str {
+    sig.as_str().trim_start_matches("SIG")
 }

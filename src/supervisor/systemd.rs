@@ -11,7 +11,8 @@ use crate::socket::Listener;
 pub const LISTEN_FDS_START: i32 = 3;
 
 /// Takes the sockets systemd passed, if `LISTEN_PID` names this process,
-/// and clears the variables so workers and children do not see them.
+/// and clears the variables so workers and children do not see them. Only
+/// the first call in a process can take them.
 pub fn listen_fds(transport: Transport) -> Result<Vec<Listener>> {
     let pid = std::env::var("LISTEN_PID").ok();
     let fds = std::env::var("LISTEN_FDS").ok();
@@ -28,10 +29,12 @@ pub fn listen_fds(transport: Transport) -> Result<Vec<Listener>> {
         .trim()
         .parse()
         .map_err(|_| Error::Config(format!("LISTEN_FDS={fds:?} is not a number")))?;
-    (LISTEN_FDS_START..LISTEN_FDS_START + n)
-        .map(|fd| {
-            Listener::from_raw_fd(fd, transport)
-                .map_err(|e| Error::Config(format!("socket-activation fd {fd}: {e}")))
+    crate::sys::take_listen_fds(LISTEN_FDS_START, n)?
+        .into_iter()
+        .zip(LISTEN_FDS_START..)
+        .map(|(fd, n)| {
+            Listener::from_fd(fd, transport)
+                .map_err(|e| Error::Config(format!("socket-activation fd {n}: {e}")))
         })
         .collect()
 }

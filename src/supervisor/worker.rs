@@ -1,21 +1,21 @@
-//! A worker: the master's forked child that serves on the inherited socket
-//! with the configured policy, beats its heart to the master, and retires
-//! after `--max-requests`.
+//! A worker: the master's forked child that builds the program's server on
+//! the inherited socket, beats its heart to the master, and retires after
+//! `max_requests`.
 
 use std::io::Write;
-use std::os::fd::RawFd;
 use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use slog::{crit, info, Logger};
+use nix::sys::signal::{SigSet, Signal};
+use slog::{crit, info, o, Logger};
 
-use super::SupervisorConfig;
+use super::{BuildServer, Supervisor};
 use crate::addr::Address;
-use crate::dispatch::RequestError;
-use crate::error::{Error, Result};
-use crate::hooks::{AllowList, Hooks};
+use crate::error::{Error, RequestError, Result};
+use crate::hooks::Hooks;
+use crate::server::ServerBuilder;
 use crate::socket::{BindOptions, Listener};
 use crate::{sys, ShutdownHandle};
 
@@ -24,38 +24,38 @@ use crate::{sys, ShutdownHandle};
 pub const BOOT_ERROR: i32 = 3;
 
 /// Heartbeat bytes a worker sends the master.
-pub mod beat {
+pub(super) mod beat {
     /// Serving: sent once, after the server is built.
-    pub const READY: u8 = b'R';
+    pub(crate) const READY: u8 = b'R';
     /// Still alive (sent at most every [`super::BEAT_EVERY`]).
-    pub const ALIVE: u8 = b'.';
+    pub(crate) const ALIVE: u8 = b'.';
     /// Leaving after `--max-requests`: expected, replace without back-off.
-    pub const RETIRING: u8 = b'X';
+    pub(crate) const RETIRING: u8 = b'X';
 }
 
 /// Shortest interval between two heartbeats.
-pub const BEAT_EVERY: Duration = Duration::from_millis(200);
+pub(super) const BEAT_EVERY: Duration = Duration::from_millis(200);
 
 /// What the master hands a new worker.
-pub struct WorkerInit {
-    /// The inherited listening socket (None: bind an SO_REUSEPORT socket).
-    pub listener_fd: Option<RawFd>,
+pub(super) struct WorkerInit {
+    /// The master's listening socket (None: bind an SO_REUSEPORT socket).
+    pub(super) listener: Option<Listener>,
     /// The worker's end of its heartbeat channel.
-    pub heartbeat: UnixStream,
-    /// Descriptors only the master needs, closed at once in the worker.
-    pub close_fds: Vec<RawFd>,
+    pub(super) heartbeat: UnixStream,
     /// The master's pid, to notice if it died before PDEATHSIG was set.
-    pub master_pid: u32,
+    pub(super) master_pid: u32,
     /// The signal mask to restore once the worker's handlers are in place
     /// (the master forks with its signals blocked).
-    pub signal_mask: nix::sys::signal::SigSet,
+    pub(super) signal_mask: SigSet,
 }
 
-/// Runs a worker to its end; never returns (nor unwinds into the
-/// master's code it was forked from).
-pub fn run(cfg: &SupervisorConfig, init: WorkerInit, log: &Logger) -> ! {
-    let served = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| serve(cfg, init, log)));
-    let code = match served {
+/// Runs a worker to its end and returns its exit status; the caller (the
+/// fork's child side) `_exit`s with it.
+pub(super) fn run(cfg: &Supervisor, build: &dyn BuildServer, init: WorkerInit, log: &Logger) -> i32 {
+    let served = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        serve(cfg, build, init, log)
+    }));
+    match served {
         Ok(Ok(())) => 0,
         Ok(Err(e)) => {
             crit!(log, "worker cannot serve"; "error" => %e);
@@ -65,38 +65,39 @@ pub fn run(cfg: &SupervisorConfig, init: WorkerInit, log: &Logger) -> ! {
             crit!(log, "worker panicked");
             1
         }
-    };
-    sys::exit_now(code)
+    }
 }
 
-fn serve(cfg: &SupervisorConfig, init: WorkerInit, log: &Logger) -> Result<()> {
+fn serve(cfg: &Supervisor, build: &dyn BuildServer, init: WorkerInit, log: &Logger) -> Result<()> {
     // Own process group: a stop or a timeout kill reaches fork-policy
     // children too, and a terminal's Ctrl-C goes to the master only.
     let _ = nix::unistd::setpgid(nix::unistd::Pid::from_raw(0), nix::unistd::Pid::from_raw(0));
-    sys::set_parent_death_signal(libc::SIGKILL)
+    sys::set_parent_death_signal(Signal::SIGKILL)
         .map_err(|e| Error::os("prctl PR_SET_PDEATHSIG", e))?;
     if std::os::unix::process::parent_id() != init.master_pid {
         return Err(Error::Config(
             "master exited before the worker started".into(),
         ));
     }
-    for fd in &init.close_fds {
-        sys::close_fd(*fd);
-    }
-    let listener = match init.listener_fd {
-        Some(fd) => Listener::from_raw_fd(fd, cfg.serve.transport)?,
+    let listener = match init.listener {
+        Some(l) => l,
         None => bind_reuse_port(cfg)?,
     };
-    let hooks = WorkerHooks::new(init.heartbeat, cfg, cfg.serve.allow_list()?);
-    let mut server = cfg.serve.build(Some(listener), hooks.clone(), log)?;
+    let hooks = WorkerHooks::new(init.heartbeat, cfg);
+    let layer = hooks.clone();
+    let builder = ServerBuilder::from_listener(listener)
+        .policy(cfg.policy)
+        .logger(log.new(o!()))
+        .layer(Box::new(move |inner| layer.wrap(inner)));
+    let mut server = build(builder)?;
     let handle = server.shutdown_handle();
     handle
-        .stop_on_signal(libc::SIGTERM)
+        .stop_on_signal(Signal::SIGTERM)
         .map_err(|e| Error::os("install SIGTERM handler", e))?;
     // A TERM sent while the worker booted is delivered now, to its handler.
     sys::restore_signals(&init.signal_mask).map_err(|e| Error::os("sigprocmask", e))?;
     let _ = hooks.0.stop.set(handle);
-    info!(log, "worker serving"; "addr" => %server.address(), "policy" => cfg.serve.policy.name());
+    info!(log, "worker serving"; "addr" => %server.address(), "policy" => server.policy().name());
     hooks.send(beat::READY);
     let poll = cfg.worker_timeout.map_or(Duration::from_millis(500), |t| {
         (t / 4).min(Duration::from_millis(500))
@@ -106,16 +107,16 @@ fn serve(cfg: &SupervisorConfig, init: WorkerInit, log: &Logger) -> Result<()> {
         hooks.send(beat::RETIRING);
         info!(log, "worker retiring"; "requests" => hooks.0.served.load(Ordering::Relaxed));
     }
-    server.close_gracefully(cfg.serve.graceful_timeout);
+    server.close_gracefully(cfg.graceful_timeout);
     Ok(())
 }
 
-fn bind_reuse_port(cfg: &SupervisorConfig) -> Result<Listener> {
+fn bind_reuse_port(cfg: &Supervisor) -> Result<Listener> {
     let opts = BindOptions {
         allow_reuse_port: true,
-        ..cfg.serve.bind.clone()
+        ..cfg.bind.clone()
     };
-    let mut l = Listener::bind(cfg.serve.transport, &cfg.serve.listen, &opts)?;
+    let mut l = Listener::bind(cfg.transport, &cfg.address, &opts)?;
     l.disown_path();
     Ok(l)
 }
@@ -125,17 +126,17 @@ struct Inner {
     last_beat: Mutex<Instant>,
     served: AtomicU64,
     max_requests: u64,
-    allow: Option<AllowList>,
     stop: OnceLock<ShutdownHandle>,
 }
 
-/// The worker's hooks: count requests toward `--max-requests`, apply the
-/// allow-list, and send a heartbeat from the serving loop.
+/// The worker's part of every hook call: count requests toward
+/// `max_requests` and send a heartbeat from the serving loop. Wraps the
+/// hooks the program chose (see [`WorkerHooks::wrap`]).
 #[derive(Clone)]
 struct WorkerHooks(Arc<Inner>);
 
 impl WorkerHooks {
-    fn new(heartbeat: UnixStream, cfg: &SupervisorConfig, allow: Option<AllowList>) -> Self {
+    fn new(heartbeat: UnixStream, cfg: &Supervisor) -> Self {
         let _ = heartbeat.set_nonblocking(true);
         let max_requests = match cfg.max_requests {
             0 => 0,
@@ -146,9 +147,16 @@ impl WorkerHooks {
             last_beat: Mutex::new(Instant::now()),
             served: AtomicU64::new(0),
             max_requests,
-            allow,
             stop: OnceLock::new(),
         }))
+    }
+
+    /// The program's hooks with the worker's around them.
+    fn wrap(self, inner: Arc<dyn Hooks>) -> Arc<dyn Hooks> {
+        Arc::new(Layered {
+            worker: self,
+            inner,
+        })
     }
 
     fn send(&self, byte: u8) {
@@ -159,15 +167,8 @@ impl WorkerHooks {
     fn retiring(&self) -> bool {
         self.0.max_requests > 0 && self.0.served.load(Ordering::Relaxed) >= self.0.max_requests
     }
-}
 
-impl Hooks for WorkerHooks {
-    fn verify_request(&self, peer: &Address) -> bool {
-        if let Some(allow) = &self.0.allow {
-            if !allow.admits(peer) {
-                return false;
-            }
-        }
+    fn request_taken(&self) {
         self.0.served.fetch_add(1, Ordering::Relaxed);
         if self.retiring() {
             // Serve this one, then stop accepting: the loop ends before the
@@ -176,19 +177,43 @@ impl Hooks for WorkerHooks {
                 stop.request_shutdown();
             }
         }
-        true
     }
 
-    fn service_actions(&self) {
+    fn beat(&self) {
         let mut last = self.0.last_beat.lock().unwrap_or_else(|p| p.into_inner());
         if last.elapsed() >= BEAT_EVERY {
             *last = Instant::now();
             self.send(beat::ALIVE);
         }
     }
+}
+
+/// A worker's hooks: the program's, then the worker's bookkeeping.
+struct Layered {
+    worker: WorkerHooks,
+    inner: Arc<dyn Hooks>,
+}
+
+impl Hooks for Layered {
+    fn verify_request(&self, peer: &Address) -> bool {
+        if !self.inner.verify_request(peer) {
+            return false;
+        }
+        self.worker.request_taken();
+        true
+    }
+
+    fn handle_timeout(&self) {
+        self.inner.handle_timeout();
+    }
+
+    fn service_actions(&self) {
+        self.worker.beat();
+        self.inner.service_actions();
+    }
 
     fn handle_error(&self, peer: &Address, err: &RequestError, log: &Logger) {
-        crate::hooks::DefaultHooks.handle_error(peer, err, log);
+        self.inner.handle_error(peer, err, log);
     }
 }
 

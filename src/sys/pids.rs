@@ -16,8 +16,8 @@ use std::ptr::NonNull;
 ///
 /// A forked child must not touch its inherited copy of this value (the
 /// memory behind it does not exist in the child); it leaves through
-/// [`super::exit_now`], which runs no destructors.
-pub struct PidTable {
+/// `exit_now`, which runs no destructors.
+pub(crate) struct PidTable {
     /// Slot 0 holds the length; pids follow.
     base: NonNull<i32>,
     capacity: usize,
@@ -30,11 +30,11 @@ unsafe impl Send for PidTable {}
 
 impl PidTable {
     /// Pids never exceed 2^22 on Linux, so neither can live children.
-    pub const MAX_CAPACITY: usize = 1 << 22;
+    pub(crate) const MAX_CAPACITY: usize = 1 << 22;
 
     /// A table for up to `capacity` pids (at most [`Self::MAX_CAPACITY`]).
     /// Reserves the address space without touching it.
-    pub fn new(capacity: usize) -> io::Result<PidTable> {
+    pub(crate) fn new(capacity: usize) -> io::Result<PidTable> {
         let capacity = capacity.clamp(1, Self::MAX_CAPACITY);
         let bytes = (capacity + 1) * std::mem::size_of::<i32>();
         // SAFETY: an anonymous private mapping at an address of the kernel's
@@ -65,7 +65,7 @@ impl PidTable {
     }
 
     /// How many pids the table can hold.
-    pub fn capacity(&self) -> usize {
+    pub(crate) fn capacity(&self) -> usize {
         self.capacity
     }
 
@@ -81,28 +81,28 @@ impl PidTable {
     }
 
     /// The live pids.
-    pub fn as_slice(&self) -> &[i32] {
+    pub(crate) fn as_slice(&self) -> &[i32] {
         let slots = self.slots();
         &slots[1..=slots[0] as usize]
     }
 
     /// Number of pids held.
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.slots()[0] as usize
     }
 
     /// True when no pid is held.
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
     /// True when `pid` is held.
-    pub fn contains(&self, pid: i32) -> bool {
+    pub(crate) fn contains(&self, pid: i32) -> bool {
         self.as_slice().contains(&pid)
     }
 
     /// Adds `pid`; false (and nothing added) when the table is full.
-    pub fn insert(&mut self, pid: i32) -> bool {
+    pub(crate) fn insert(&mut self, pid: i32) -> bool {
         let len = self.len();
         if len == self.capacity {
             return false;
@@ -114,12 +114,12 @@ impl PidTable {
     }
 
     /// Removes `pid` if held (the last pid takes its place).
-    pub fn remove(&mut self, pid: i32) {
+    pub(crate) fn remove(&mut self, pid: i32) {
         self.retain(|p| p != pid);
     }
 
     /// Keeps the pids for which `keep` returns true.
-    pub fn retain(&mut self, mut keep: impl FnMut(i32) -> bool) {
+    pub(crate) fn retain(&mut self, mut keep: impl FnMut(i32) -> bool) {
         let mut len = self.len();
         let mut i = 0;
         while i < len {
@@ -135,7 +135,7 @@ impl PidTable {
     }
 
     /// Removes every pid.
-    pub fn clear(&mut self) {
+    pub(crate) fn clear(&mut self) {
         self.slots_mut()[0] = 0;
     }
 }

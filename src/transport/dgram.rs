@@ -12,7 +12,7 @@ use crate::socket::sockaddr_to_address;
 /// Receives one datagram from a non-blocking socket. A datagram longer than
 /// `max_packet_size` is consumed and reported as [`NoRequest::Truncated`],
 /// never handed to a handler cut short.
-pub fn receive(socket: &Arc<Socket>, max_packet_size: usize) -> Result<Incoming, NoRequest> {
+pub(crate) fn receive(socket: &Arc<Socket>, max_packet_size: usize) -> Result<Incoming, NoRequest> {
     let mut buf = vec![0u8; max_packet_size];
     let (len, sa) = crate::sys::recv_from_trunc(socket, &mut buf).map_err(classify)?;
     let peer = sockaddr_to_address(&sa).unwrap_or(Address::Unnamed);

@@ -5,8 +5,8 @@
 //! exists (as in Python's `UnixStreamServer`), so they share [`stream`];
 //! UDP and Unix datagram share [`dgram`].
 
-pub mod dgram;
-pub mod stream;
+mod dgram;
+mod stream;
 
 use std::io;
 use std::sync::Arc;
@@ -18,7 +18,7 @@ use crate::socket::Listener;
 
 /// What one `get_request` produced.
 #[derive(Debug)]
-pub enum Incoming {
+pub(crate) enum Incoming {
     /// An accepted connection and its peer.
     Stream {
         /// The connection (blocking, close-on-exec).
@@ -41,7 +41,7 @@ pub enum Incoming {
 
 impl Incoming {
     /// The client's address.
-    pub fn peer(&self) -> &Address {
+    pub(crate) fn peer(&self) -> &Address {
         match self {
             Incoming::Stream { peer, .. } | Incoming::Datagram { peer, .. } => peer,
         }
@@ -50,7 +50,7 @@ impl Incoming {
 
 /// Why `get_request` produced no request.
 #[derive(Debug)]
-pub enum NoRequest {
+pub(crate) enum NoRequest {
     /// Nothing was pending (EAGAIN), or the client left before accept
     /// (ECONNABORTED), or the call was interrupted: try again later.
     Spurious,
@@ -69,7 +69,7 @@ pub enum NoRequest {
 }
 
 /// Takes one request off `listener` without blocking.
-pub fn get_request(listener: &Listener, max_packet_size: usize) -> Result<Incoming, NoRequest> {
+pub(crate) fn get_request(listener: &Listener, max_packet_size: usize) -> Result<Incoming, NoRequest> {
     if listener.transport.is_stream() {
         stream::accept(&listener.socket)
     } else {

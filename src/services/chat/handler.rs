@@ -5,7 +5,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crate::addr::Address;
-use crate::handler::{DatagramRequest, Handler, Request, StreamRequest};
+use crate::handler::Handler;
+use crate::request::{DatagramRequest, Request, StreamRequest};
 
 use super::parse::MAX_LINE;
 use super::room::{lock, Outlet, SessionId, StreamOutlet, MAX_DATAGRAM_SESSIONS};

@@ -98,7 +98,8 @@ impl Decoder {
 }
 
 /// Something bytes can be read from and written to: a client socket, or a
-/// server's [`StreamRequest`](crate::handler::StreamRequest).
+/// server's [`StreamRequest`](crate::request::StreamRequest) (its `Read`
+/// honours a graceful stop).
 pub trait Wire {
     /// Reads at least one byte, or 0 at end of stream.
     fn read_some(&mut self, buf: &mut [u8]) -> io::Result<usize>;
@@ -113,16 +114,6 @@ impl<T: Read + Write> Wire for T {
 
     fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
         Write::write_all(self, buf)
-    }
-}
-
-impl Wire for &mut crate::handler::StreamRequest {
-    fn read_some(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        crate::handler::StreamRequest::read_some(self, buf)
-    }
-
-    fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
-        crate::handler::StreamRequest::write_all(self, buf)
     }
 }
 

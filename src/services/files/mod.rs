@@ -37,7 +37,8 @@ use std::sync::Arc;
 
 use slog::Logger;
 
-use crate::handler::{Handler, Request};
+use crate::handler::Handler;
+use crate::request::Request;
 use crate::services::chat::credential::{random_bytes, KdfParams};
 
 /// The protocol's name and version, sent in the hello.

@@ -4,7 +4,7 @@ use std::io::{self, Read};
 
 use slog::warn;
 
-use crate::handler::StreamRequest;
+use crate::request::StreamRequest;
 use crate::services::chat::accounts::Accounts;
 use crate::services::chat::text::check_name;
 

@@ -1,5 +1,7 @@
-//! What `sockserv` serves, independent of its flags: a configuration and
-//! the code that turns it into a running server in this process.
+//! What `sockserv` serves, independent of its flags: a configuration, the
+//! code that turns it into a server, and the supervisor that runs it. The
+//! supervised path is the library's public one: [`ServeConfig::configure`]
+//! is the `build` closure handed to [`Supervisor::run`].
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -8,13 +10,15 @@ use slog::{info, o, warn, Logger};
 
 use crate::addr::{Address, Transport};
 use crate::error::{Error, Result};
-use crate::hooks::{AllowList, DefaultHooks, Hooks};
+use crate::hooks::AllowList;
 use crate::policy::Policy;
 use crate::server::{Server, ServerBuilder};
 use crate::services::chat::{Chat, ChatConfig};
 use crate::services::files::{Files, FilesConfig};
-use crate::services::{Builtin, Framing, Service, ServiceHandler};
-use crate::socket::{BindOptions, Listener};
+use crate::services::{Builtin, Framing, Service, ServiceFactory};
+use crate::Signal;
+use crate::socket::BindOptions;
+use crate::supervisor::Supervisor;
 
 /// What `sockserv --service` serves.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -107,28 +111,23 @@ impl ServeConfig {
         AllowList::parse(&specs).map(Some)
     }
 
-    /// Builds the server with `hooks`: binds `listen`, or serves on `inherited`.
-    pub fn build(
-        &self,
-        inherited: Option<Listener>,
-        hooks: impl Hooks,
-        log: &Logger,
-    ) -> Result<Server> {
-        let builder = match inherited {
-            Some(l) => ServerBuilder::from_listener(l),
-            None => ServerBuilder::new(self.transport, self.listen.clone()),
-        };
+    /// Sets this configuration's policy, timeouts, allow-list and logger on
+    /// `builder` and builds the server of its service. The supervisor's
+    /// workers call it on a builder holding the master's socket.
+    pub fn configure(&self, builder: ServerBuilder, log: &Logger) -> Result<Server> {
         let builder = builder
             .policy(self.policy)
-            .bind_options(self.bind.clone())
             .idle_timeout(self.idle_timeout)
             .max_packet_size(self.max_packet_size)
-            .logger(log.new(o!()))
-            .hooks(hooks);
+            .logger(log.new(o!()));
+        let builder = match self.allow_list()? {
+            Some(allow) => builder.hooks(allow),
+            None => builder,
+        };
         match &self.service {
             ServiceKind::Builtin(_) => {
                 let service = self.service().expect("a built-in service");
-                builder.build(ServiceHandler::factory(service))
+                builder.build(ServiceFactory::new(service))
             }
             ServiceKind::Chat(c) => {
                 if self.policy == Policy::Sync && self.transport.is_stream() {
@@ -148,6 +147,24 @@ impl ServeConfig {
                 builder.build(files.factory())
             }
         }
+    }
+
+    /// Binds `listen` in this process and builds the server.
+    pub fn build(&self, log: &Logger) -> Result<Server> {
+        let builder =
+            ServerBuilder::new(self.transport, self.listen.clone()).bind_options(self.bind.clone());
+        self.configure(builder, log)
+    }
+
+    /// A supervisor for this configuration: its address, socket options,
+    /// policy, service name and graceful timeout. Add the worker count and
+    /// the restart settings, then `run(log, |b| cfg.configure(b, log))`.
+    pub fn supervisor(&self) -> Supervisor {
+        Supervisor::new(self.transport, self.listen.clone())
+            .bind_options(self.bind.clone())
+            .policy(self.policy)
+            .name(self.service.name())
+            .graceful_timeout(self.graceful_timeout)
     }
 
     /// A built-in service, wrapped so that `abort_on` aborts the process;
@@ -192,12 +209,9 @@ impl Service for AbortOn {
 /// no new requests, in-flight ones get up to `graceful_timeout`, the Unix
 /// socket file is removed.
 pub fn serve_foreground(cfg: &ServeConfig, log: &Logger) -> Result<()> {
-    let mut server = match cfg.allow_list()? {
-        Some(allow) => cfg.build(None, allow, log)?,
-        None => cfg.build(None, DefaultHooks, log)?,
-    };
+    let mut server = cfg.build(log)?;
     let handle = server.shutdown_handle();
-    for sig in [libc::SIGTERM, libc::SIGINT] {
+    for sig in [Signal::SIGTERM, Signal::SIGINT] {
         handle
             .stop_on_signal(sig)
             .map_err(|e| Error::os("install signal handler", e))?;

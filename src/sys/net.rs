@@ -1,0 +1,129 @@
+//! Socket calls the safe wrappers do not cover: receiving into
+//! uninitialised memory, MSG_TRUNC, TCP_NODELAY through libc (a forked
+//! child's path), waking a blocked reader, and taking ownership of
+//! descriptors another process handed over.
+
+use std::io;
+use std::mem::MaybeUninit;
+use std::os::fd::{FromRawFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use crate::addr::Transport;
+use crate::error::{Error, Result};
+use crate::socket::Listener;
+
+/// `recvfrom(2)` with MSG_TRUNC: returns the datagram's real length, which
+/// exceeds `buf.len()` when the datagram did not fit (the rest is dropped).
+pub(crate) fn recv_from_trunc(
+    socket: &socket2::Socket,
+    buf: &mut [u8],
+) -> io::Result<(usize, socket2::SockAddr)> {
+    // SAFETY: MaybeUninit<u8> has the layout of u8, and every byte of `buf`
+    // is already initialised; recv only writes initialised bytes into it.
+    let uninit = unsafe { &mut *(buf as *mut [u8] as *mut [MaybeUninit<u8>]) };
+    socket.recv_from_with_flags(uninit, libc::MSG_TRUNC)
+}
+
+/// `recv(2)` into uninitialised memory; returns the bytes received (0 at
+/// end of stream), the only ones written.
+#[link_section = child_text!()]
+pub(crate) fn recv_uninit<'b>(
+    socket: &socket2::Socket,
+    buf: &'b mut [MaybeUninit<u8>],
+) -> io::Result<&'b mut [u8]> {
+    let n = socket.recv(buf)?;
+    // SAFETY: recv initialised the first n bytes; MaybeUninit<u8> has u8's layout.
+    Ok(unsafe { &mut *(&mut buf[..n] as *mut [MaybeUninit<u8>] as *mut [u8]) })
+}
+
+/// Receives into `buf`'s spare capacity (reserve first) and grows its
+/// length by what arrived; returns that count, 0 at end of stream. Only
+/// the bytes received are written: no page of the buffer is touched
+/// beforehand.
+pub(crate) fn recv_into_spare(socket: &socket2::Socket, buf: &mut Vec<u8>) -> io::Result<usize> {
+    if buf.capacity() == buf.len() {
+        buf.reserve(4096);
+    }
+    let n = socket.recv(buf.spare_capacity_mut())?;
+    // SAFETY: recv initialised the first n bytes of the spare capacity, and
+    // n <= spare capacity, so len + n <= capacity.
+    unsafe { buf.set_len(buf.len() + n) };
+    Ok(n)
+}
+
+/// Copies as much of `src` as fits into uninitialised `buf`; returns the
+/// copied bytes.
+pub(crate) fn copy_uninit<'b>(buf: &'b mut [MaybeUninit<u8>], src: &[u8]) -> &'b mut [u8] {
+    let n = buf.len().min(src.len());
+    for (dst, &b) in buf.iter_mut().zip(&src[..n]) {
+        dst.write(b);
+    }
+    // SAFETY: the loop initialised the first n bytes.
+    unsafe { &mut *(&mut buf[..n] as *mut [MaybeUninit<u8>] as *mut [u8]) }
+}
+
+/// Sets TCP_NODELAY on `fd` (libc directly: a forked child calls this;
+/// see CHILD_TEXT).
+#[link_section = child_text!()]
+pub(crate) fn set_tcp_nodelay(fd: RawFd) -> io::Result<()> {
+    let one: libc::c_int = 1;
+    syscall!(setsockopt(
+        fd,
+        libc::IPPROTO_TCP,
+        libc::TCP_NODELAY,
+        (&one as *const libc::c_int).cast(),
+        std::mem::size_of::<libc::c_int>() as libc::socklen_t
+    ))
+    .map(|_| ())
+}
+
+/// Shuts down the read side of `fd`; errors (already closed, not connected)
+/// are ignored because the only goal is to wake a blocked reader.
+pub(crate) fn shutdown_read(fd: RawFd) {
+    let _ = syscall!(shutdown(fd, libc::SHUT_RD));
+}
+
+/// Set once [`take_listen_fds`] handed out the inherited descriptors.
+static LISTEN_FDS_TAKEN: AtomicBool = AtomicBool::new(false);
+
+/// Takes ownership of the `count` descriptors from `first` that the
+/// service manager passed by the socket-activation protocol (`LISTEN_FDS`,
+/// checked against `LISTEN_PID` by the caller). Only the first call gets
+/// them: a second gets an error, so no descriptor has two owners.
+pub(crate) fn take_listen_fds(first: RawFd, count: RawFd) -> Result<Vec<OwnedFd>> {
+    if LISTEN_FDS_TAKEN.swap(true, Ordering::SeqCst) {
+        return Err(Error::Config(
+            "the socket-activation descriptors were already taken".into(),
+        ));
+    }
+    let mut fds = Vec::new();
+    for fd in first..first.saturating_add(count) {
+        syscall!(fcntl(fd, libc::F_GETFD)).map_err(|e| Error::Os {
+            op: "socket-activation descriptor",
+            source: io::Error::new(e.kind(), format!("fd {fd}: {e}")),
+        })?;
+        // SAFETY: fd is open (F_GETFD succeeded); by the protocol the manager
+        // handed it to this process, and the once-flag above makes this the
+        // only OwnedFd made for it.
+        fds.push(unsafe { OwnedFd::from_raw_fd(fd) });
+    }
+    Ok(fds)
+}
+
+impl Listener {
+    /// Adopts an already bound (and, for streams, listening) socket by its
+    /// descriptor number, as std's [`FromRawFd::from_raw_fd`] does; checks
+    /// that its type suits `transport`. Prefer [`Listener::from_fd`] when
+    /// you hold an `OwnedFd`.
+    ///
+    /// # Safety
+    ///
+    /// As for `FromRawFd::from_raw_fd`: `fd` must be an open descriptor
+    /// that the caller owns and hands over; nothing else may use or close
+    /// it afterwards (the listener closes it when dropped).
+    pub unsafe fn from_raw_fd(fd: RawFd, transport: Transport) -> Result<Listener> {
+        // SAFETY: the caller's contract above.
+        let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+        Listener::from_fd(owned, transport)
+    }
+}
