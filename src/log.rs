@@ -1,14 +1,25 @@
-//! Loggers for servers and the binaries: slog to stderr, as terminal text
-//! or JSON lines, or nowhere.
+//! Loggers for servers and the binaries: slog records to stderr, as
+//! terminal text or JSON lines, or nowhere.
 //!
-//! The drains are synchronous (a `Mutex` around the formatter, no
-//! background thread as `slog-async` would start), so a process that forks
-//! stays single-threaded and a forked child may log like any code.
+//! The drains are this module's own, so the library pulls in no time or
+//! JSON crate: a record is formatted into one buffer and written with a
+//! single write(2). The master, its workers and fork children share
+//! stderr; written piecemeal, their records would interleave mid-line (a
+//! write of under PIPE_BUF, 4096 bytes, to a pipe is atomic). The drains
+//! are synchronous (a `Mutex`, no background thread as `slog-async` would
+//! start), so a process that forks stays single-threaded and a forked
+//! child may log like any code. Timestamps are UTC, RFC 3339.
+//!
+//! Text: `2026-12-01T07:54:21.123Z INFO listening, addr: 127.0.0.1:9000, pid: 42`.
+//! JSON: `{"msg":"listening","level":"INFO","ts":"2026-12-01T07:54:21.123456Z","addr":"127.0.0.1:9000","pid":42}`.
 
+use std::fmt::{self, Write as _};
+use std::io::Write as _;
 use std::str::FromStr;
 use std::sync::Mutex;
+use std::time::{SystemTime, UNIX_EPOCH};
 
-use slog::{o, Drain, Level, Logger};
+use slog::{o, Drain, Key, Level, Logger, OwnedKVList, Record, KV};
 
 /// Output format of the log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,59 +55,279 @@ pub fn parse_level(s: &str) -> Result<Level, String> {
 }
 
 /// A logger writing to stderr in `format`, dropping records below `level`.
+/// Every record carries the writing process's `pid`.
 pub fn stderr_logger(format: LogFormat, level: Level) -> Logger {
-    match format {
-        LogFormat::Term => {
-            let decorator = slog_term::PlainSyncDecorator::new(RecordWriter::default());
-            let drain = slog_term::FullFormat::new(decorator).build();
-            finish(drain, level)
-        }
-        LogFormat::Json => {
-            let drain = slog_json::Json::new(RecordWriter::default())
-                .add_default_keys()
-                .set_flush(true)
-                .build();
-            finish(drain, level)
-        }
-    }
-}
-
-/// Collects one log record and writes it to stderr with a single write(2)
-/// when the formatter flushes at the end of the record. The master, its
-/// workers and fork children share stderr; written piecemeal, their
-/// records would interleave mid-line. A write of under PIPE_BUF (4096)
-/// bytes to a pipe is atomic.
-#[derive(Default)]
-struct RecordWriter {
-    buf: Vec<u8>,
-}
-
-impl std::io::Write for RecordWriter {
-    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        self.buf.extend_from_slice(bytes);
-        Ok(bytes.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        if self.buf.is_empty() {
-            return Ok(());
-        }
-        let res = std::io::stderr().lock().write_all(&self.buf);
-        self.buf.clear();
-        res
-    }
-}
-
-fn finish<D>(drain: D, level: Level) -> Logger
-where
-    D: Drain<Ok = (), Err = std::io::Error> + Send + 'static,
-{
-    let drain = Mutex::new(drain).map(slog::IgnoreResult::new);
-    let drain = slog::LevelFilter::new(drain, level).fuse();
+    let drain = LineDrain {
+        format,
+        buf: Mutex::new(String::new()),
+    };
+    let drain = slog::LevelFilter::new(drain.ignore_res(), level).fuse();
     Logger::root(drain, o!("pid" => slog::FnValue(|_| std::process::id())))
 }
 
 /// A logger that drops every record (what a server logs to by default).
 pub fn discard() -> Logger {
     Logger::root(slog::Discard, o!())
+}
+
+/// Formats each record into one line and writes it to stderr at once.
+struct LineDrain {
+    format: LogFormat,
+    buf: Mutex<String>,
+}
+
+impl Drain for LineDrain {
+    type Ok = ();
+    type Err = std::io::Error;
+
+    fn log(&self, record: &Record<'_>, values: &OwnedKVList) -> std::io::Result<()> {
+        let mut buf = self.buf.lock().unwrap_or_else(|p| p.into_inner());
+        buf.clear();
+        let json = self.format == LogFormat::Json;
+        let fmt_result = if json {
+            format_json(&mut buf, record, values)
+        } else {
+            format_term(&mut buf, record, values)
+        };
+        if fmt_result.is_err() {
+            return Err(std::io::Error::other("a log value failed to format"));
+        }
+        buf.push('\n');
+        std::io::stderr().lock().write_all(buf.as_bytes())
+    }
+}
+
+fn format_term(out: &mut String, record: &Record<'_>, values: &OwnedKVList) -> slog::Result {
+    write!(
+        out,
+        "{} {} {}",
+        Timestamp::now(3),
+        record.level().as_short_str(),
+        record.msg()
+    )?;
+    let mut ser = TermKv(Vec::new());
+    record.kv().serialize(record, &mut ser)?;
+    in_order(out, &mut ser.0);
+    values.serialize(record, &mut ser)?;
+    in_order(out, &mut ser.0);
+    Ok(())
+}
+
+/// slog hands over a group's pairs last first: appends them first first.
+fn in_order(out: &mut String, items: &mut Vec<String>) {
+    for item in items.drain(..).rev() {
+        out.push_str(&item);
+    }
+}
+
+fn format_json(out: &mut String, record: &Record<'_>, values: &OwnedKVList) -> slog::Result {
+    out.push_str("{\"msg\":");
+    json_string(out, &record.msg().to_string());
+    out.push_str(",\"level\":");
+    json_string(out, record.level().as_short_str());
+    write!(out, ",\"ts\":\"{}\"", Timestamp::now(6))?;
+    let mut ser = JsonKv(Vec::new());
+    record.kv().serialize(record, &mut ser)?;
+    in_order(out, &mut ser.0);
+    values.serialize(record, &mut ser)?;
+    in_order(out, &mut ser.0);
+    out.push('}');
+    Ok(())
+}
+
+/// `, key: value` pairs.
+struct TermKv(Vec<String>);
+
+impl slog::Serializer for TermKv {
+    fn emit_arguments(&mut self, key: Key, val: &fmt::Arguments<'_>) -> slog::Result {
+        self.0.push(format!(", {key}: {val}"));
+        Ok(())
+    }
+}
+
+/// `,"key":value` members: numbers, booleans and null as themselves,
+/// everything else as a JSON string.
+struct JsonKv(Vec<String>);
+
+impl JsonKv {
+    /// Starts a member: `,"key":`.
+    fn key(&mut self, key: Key) -> &mut String {
+        let mut m = String::from(",");
+        json_string(&mut m, key);
+        m.push(':');
+        self.0.push(m);
+        self.0.last_mut().expect("just pushed")
+    }
+
+    fn raw(&mut self, key: Key, val: impl fmt::Display) -> slog::Result {
+        write!(self.key(key), "{val}")?;
+        Ok(())
+    }
+}
+
+impl slog::Serializer for JsonKv {
+    fn emit_arguments(&mut self, key: Key, val: &fmt::Arguments<'_>) -> slog::Result {
+        let text = val.to_string();
+        json_string(self.key(key), &text);
+        Ok(())
+    }
+    fn emit_str(&mut self, key: Key, val: &str) -> slog::Result {
+        json_string(self.key(key), val);
+        Ok(())
+    }
+    fn emit_bool(&mut self, key: Key, val: bool) -> slog::Result {
+        self.raw(key, val)
+    }
+    fn emit_none(&mut self, key: Key) -> slog::Result {
+        self.raw(key, "null")
+    }
+    fn emit_u64(&mut self, key: Key, val: u64) -> slog::Result {
+        self.raw(key, val)
+    }
+    fn emit_i64(&mut self, key: Key, val: i64) -> slog::Result {
+        self.raw(key, val)
+    }
+    fn emit_u32(&mut self, key: Key, val: u32) -> slog::Result {
+        self.raw(key, val)
+    }
+    fn emit_i32(&mut self, key: Key, val: i32) -> slog::Result {
+        self.raw(key, val)
+    }
+    fn emit_usize(&mut self, key: Key, val: usize) -> slog::Result {
+        self.raw(key, val)
+    }
+    fn emit_isize(&mut self, key: Key, val: isize) -> slog::Result {
+        self.raw(key, val)
+    }
+    fn emit_f64(&mut self, key: Key, val: f64) -> slog::Result {
+        if val.is_finite() {
+            self.raw(key, val)
+        } else {
+            self.raw(key, "null")
+        }
+    }
+}
+
+/// Appends `s` as a JSON string literal.
+fn json_string(out: &mut String, s: &str) {
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if (c as u32) < 0x20 || c == '\u{7f}' => {
+                let _ = write!(out, "\\u{:04x}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+}
+
+/// The current UTC time as RFC 3339 with `digits` of fractional seconds.
+struct Timestamp {
+    secs: i64,
+    nanos: u32,
+    digits: usize,
+}
+
+impl Timestamp {
+    fn now(digits: usize) -> Timestamp {
+        let d = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
+        Timestamp {
+            secs: d.as_secs() as i64,
+            nanos: d.subsec_nanos(),
+            digits,
+        }
+    }
+}
+
+impl fmt::Display for Timestamp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (days, rem) = (self.secs.div_euclid(86_400), self.secs.rem_euclid(86_400));
+        let (y, m, d) = civil_from_days(days);
+        let frac = self.nanos / 10u32.pow(9 - self.digits as u32);
+        write!(
+            f,
+            "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{frac:0w$}Z",
+            rem / 3600,
+            rem / 60 % 60,
+            rem % 60,
+            w = self.digits
+        )
+    }
+}
+
+/// Year, month, day of a count of days since 1970-01-01 (Howard
+/// Hinnant's `civil_from_days`).
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y, m, d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn days_map_to_calendar_dates() {
+        assert_eq!(civil_from_days(0), (1970, 1, 1));
+        assert_eq!(civil_from_days(11_016), (2000, 2, 29));
+        assert_eq!(civil_from_days(20_788), (2026, 12, 1));
+        assert_eq!(civil_from_days(-1), (1969, 12, 31));
+    }
+
+    #[test]
+    fn timestamps_are_rfc3339_utc() {
+        let t = Timestamp {
+            secs: 1_796_111_661,
+            nanos: 123_456_789,
+            digits: 3,
+        };
+        assert_eq!(t.to_string(), "2026-12-01T07:54:21.123Z");
+    }
+
+    #[test]
+    fn json_strings_escape_quotes_controls_and_backslashes() {
+        let mut s = String::new();
+        json_string(&mut s, "a\"b\\c\nd\u{1b}[31m");
+        assert_eq!(s, r#""a\"b\\c\nd\u001b[31m""#);
+    }
+
+    #[test]
+    fn json_lines_carry_typed_values() {
+        let buf = std::sync::Arc::new(Mutex::new(String::new()));
+        struct Capture(std::sync::Arc<Mutex<String>>);
+        impl Drain for Capture {
+            type Ok = ();
+            type Err = slog::Never;
+            fn log(&self, r: &Record<'_>, v: &OwnedKVList) -> Result<(), slog::Never> {
+                let mut out = self.0.lock().unwrap();
+                format_json(&mut out, r, v).unwrap();
+                Ok(())
+            }
+        }
+        let log = Logger::root(Capture(buf.clone()), o!("pid" => 7));
+        slog::info!(log, "listening"; "addr" => "127.0.0.1:1", "n" => 3u64, "ok" => true,
+                    "x" => 0.5f64, "peer" => %"a\"b");
+        let line = buf.lock().unwrap().clone();
+        assert!(line.starts_with(r#"{"msg":"listening","level":"INFO","ts":""#), "{line}");
+        assert!(
+            line.ends_with(r#","addr":"127.0.0.1:1","n":3,"ok":true,"x":0.5,"peer":"a\"b","pid":7}"#),
+            "{line}"
+        );
+    }
 }
