@@ -6,7 +6,7 @@ use std::time::Duration;
 use clap::Parser;
 use socketserver::app::{serve_foreground, ServeConfig, ServiceKind};
 use socketserver::log::{parse_level, stderr_logger, LogFormat};
-use socketserver::services::chat::credential::KdfParams;
+use socketserver::services::accounts::KdfParams;
 use socketserver::services::chat::{ChatConfig, WORKERS_REFUSAL};
 use socketserver::services::files::FilesConfig;
 use socketserver::services::Builtin;

@@ -3,7 +3,12 @@
 //! A [`Service`] maps one request to one reply. [`ServiceHandler`] adapts it
 //! to a [`Handler`]: over a stream, each read (or each line, for line
 //! services) is one request; over datagrams, each packet is one.
+//!
+//! [`accounts`] is not a service: it holds what [`chat`] and [`files`]
+//! share (the accounts file, credentials, password limits, name and text
+//! checks), so that neither reaches into the other.
 
+pub mod accounts;
 mod builtin;
 pub mod chat;
 pub mod files;
