@@ -4,9 +4,10 @@ use std::time::Instant;
 
 use slog::{info, warn};
 
-use crate::services::accounts::text::{neutralise, paint};
+use crate::services::accounts::text::neutralise;
 use crate::services::accounts::{credential, Account, Credential, UpdateError};
 
+use super::colour::paint;
 use super::parse::{parse, Command, ParseError};
 use super::room::{lock, SessionId};
 use super::{Chat, Outcome, HELP};

@@ -21,6 +21,7 @@
 //! [`credential`]: crate::services::accounts::credential
 
 pub mod client;
+pub mod colour;
 mod commands;
 mod handler;
 pub mod parse;
