@@ -6,7 +6,8 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
-use socketserver::services::chat::client::{read_password, LineClient};
+use socketserver::services::accounts::password::read_password;
+use socketserver::services::chat::client::LineClient;
 use socketserver::Transport;
 
 /// Send each line typed to a server and print what comes back.

@@ -6,8 +6,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
-use socketserver::services::chat::client::read_password;
-use socketserver::services::chat::credential::KdfParams;
+use socketserver::services::accounts::password::read_password;
+use socketserver::services::accounts::KdfParams;
 use socketserver::services::files::client::{prompt, run_command, FilesClient, Stream};
 use socketserver::Transport;
 

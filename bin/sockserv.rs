@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use socketserver::log::{parse_level, stderr_logger, LogFormat};
-use socketserver::services::chat::credential::KdfParams;
+use socketserver::services::accounts::KdfParams;
 use socketserver::services::chat::{ChatConfig, WORKERS_REFUSAL};
 use socketserver::services::files::FilesConfig;
 use socketserver::services::{serve_foreground, Builtin, ServeConfig, ServiceKind};

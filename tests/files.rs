@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use common::{listen_for, wait_until, Sockserv};
 use sha2::{Digest, Sha256};
-use socketserver::services::chat::credential::KdfParams;
+use socketserver::services::accounts::KdfParams;
 use socketserver::services::files::client::{ClientError, FilesClient, Stream};
 use socketserver::services::files::frame::encode;
 use socketserver::services::files::{add_user, fsops::Entry};

@@ -4,7 +4,12 @@
 //! it as a [`Handler`]: over a stream, each read (or each line, for line
 //! services) is one request; over datagrams, each packet is one.
 //! [`ServeConfig`] is what `sockserv` serves, turned into a server.
+//!
+//! [`accounts`] is not a service: it holds what [`chat`] and [`files`]
+//! share (the accounts file, credentials, password limits, name and text
+//! checks), so that neither reaches into the other.
 
+pub mod accounts;
 mod builtin;
 pub mod chat;
 mod config;

@@ -84,7 +84,7 @@ impl LineClient {
             Transport::UnixDgram => {
                 // An abstract address: repliable, and nothing to clean up.
                 use std::os::linux::net::SocketAddrExt;
-                let tag = crate::services::chat::credential::random_bytes::<8>()?;
+                let tag = crate::services::accounts::credential::random_bytes::<8>()?;
                 let name: String = tag.iter().map(|b| format!("{b:02x}")).collect();
                 let me =
                     std::os::unix::net::SocketAddr::from_abstract_name(format!("sockcat-{name}"))?;
@@ -252,32 +252,4 @@ fn connect_unix_dgram(s: &UnixDatagram, addr: &str) -> io::Result<()> {
         }
         None => s.connect(addr),
     }
-}
-
-/// A password: from environment variable `env` if set, else typed at the
-/// terminal with echo off. Fails when neither is possible.
-pub fn read_password(env: &str, prompt: &str) -> io::Result<String> {
-    use std::io::IsTerminal;
-    if let Ok(p) = std::env::var(env) {
-        return Ok(p);
-    }
-    let stdin = io::stdin();
-    if !stdin.is_terminal() {
-        return Err(io::Error::new(
-            io::ErrorKind::NotFound,
-            format!("no password: set {env} or run on a terminal"),
-        ));
-    }
-    eprint!("{prompt}");
-    let fd = stdin.lock();
-    let saved = rustix::termios::tcgetattr(&fd)?;
-    let mut quiet = saved.clone();
-    quiet.local_modes.remove(rustix::termios::LocalModes::ECHO);
-    rustix::termios::tcsetattr(&fd, rustix::termios::OptionalActions::Now, &quiet)?;
-    let mut line = String::new();
-    let read = io::stdin().lock().read_line(&mut line);
-    rustix::termios::tcsetattr(&fd, rustix::termios::OptionalActions::Now, &saved)?;
-    eprintln!();
-    read?;
-    Ok(line.trim_end_matches(['\n', '\r']).to_string())
 }

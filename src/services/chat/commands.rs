@@ -4,11 +4,12 @@ use std::time::Instant;
 
 use slog::{info, warn};
 
-use super::accounts::{Account, UpdateError};
-use super::credential::Credential;
+use crate::services::accounts::text::neutralise;
+use crate::services::accounts::{credential, Account, Credential, UpdateError};
+
+use super::colour::paint;
 use super::parse::{parse, Command, ParseError};
 use super::room::{lock, SessionId};
-use super::text::{neutralise, paint};
 use super::{Chat, Outcome, HELP};
 
 const LOGIN_FIRST: &str =
@@ -148,7 +149,7 @@ impl Chat {
             None => {
                 // Spend the same work for an unknown name, so timing does
                 // not tell which names exist.
-                let _ = super::credential::salted_password(b"x", &[0; 16], self.cfg.kdf);
+                let _ = credential::salted_password(b"x", &[0; 16], self.cfg.kdf);
                 false
             }
         };

@@ -3,9 +3,9 @@
 //!
 //! Plain text goes to every other logged-in user as `NAME: TEXT`; commands
 //! start with `/` (see [`parse`]). Accounts and friend lists live in an
-//! accounts file ([`accounts`]) with salted argon2id credentials
-//! ([`credential`]); wrong passwords are rate-limited per name and per
-//! client ([`ratelimit`]).
+//! accounts file ([`store`]) with salted argon2id credentials
+//! ([`credential`]), both shared with the files service; wrong passwords
+//! are rate-limited per name and per client ([`ratelimit`]).
 //!
 //! Over streams a session is the connection; over datagrams it is the
 //! client's address, forgotten after `session_timeout` of silence. Every
@@ -16,16 +16,17 @@
 //! child would have its own empty room) and more than one supervisor
 //! worker (see [`FORK_REFUSAL`]). Under sync over a stream transport only
 //! one client is served at a time; use thread or pool there.
+//!
+//! [`store`]: crate::services::accounts::store
+//! [`credential`]: crate::services::accounts::credential
 
-pub mod accounts;
 pub mod client;
+pub mod colour;
 mod commands;
-pub mod credential;
 mod handler;
 pub mod parse;
 pub mod ratelimit;
 pub mod room;
-pub mod text;
 
 use std::io;
 use std::path::PathBuf;
@@ -36,8 +37,7 @@ use slog::Logger;
 
 pub use handler::ChatHandler;
 
-use accounts::Accounts;
-use credential::KdfParams;
+use crate::services::accounts::{Accounts, KdfParams};
 use ratelimit::Limiter;
 use room::Sessions;
 

@@ -11,16 +11,11 @@
 //! The parser is pure and total: any bytes give a command or an error, never
 //! a panic (fuzzed by `fuzz/fuzz_targets/chat_command.rs`).
 
-use super::text::{check_name, NameError};
+use crate::services::accounts::password::{password_ok, MAX_PASSWORD, MIN_PASSWORD};
+use crate::services::accounts::text::{check_name, NameError};
 
 /// The longest line (without its `\n`) the chat service reads.
 pub const MAX_LINE: usize = 2048;
-
-/// The longest password.
-pub const MAX_PASSWORD: usize = 128;
-
-/// The shortest password.
-pub const MIN_PASSWORD: usize = 6;
 
 /// One parsed line.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -171,7 +166,7 @@ fn command(rest: &str) -> Result<Command<'_>, ParseError> {
         other => {
             let shown: String = other.chars().take(32).collect();
             return Err(ParseError::Unknown(
-                super::text::neutralise(&shown).into_owned(),
+                crate::services::accounts::text::neutralise(&shown).into_owned(),
             ));
         }
     })
@@ -194,8 +189,7 @@ fn no_args<'a>(
 }
 
 fn check_password(p: &str) -> Result<(), ParseError> {
-    let ok = (MIN_PASSWORD..=MAX_PASSWORD).contains(&p.len()) && !p.chars().any(char::is_control);
-    if ok {
+    if password_ok(p) {
         Ok(())
     } else {
         Err(ParseError::Password)
@@ -212,9 +206,9 @@ fn check_password(p: &str) -> Result<(), ParseError> {
 ///
 /// When the contract is broken.
 ///
-/// [`neutralise`]: super::text::neutralise
+/// [`neutralise`]: crate::services::accounts::text::neutralise
 pub fn check_parser(line: &[u8]) {
-    use super::text::{is_unsafe, neutralise};
+    use crate::services::accounts::text::{is_unsafe, neutralise};
     match parse(line) {
         Err(e) => {
             let shown = e.to_string();
@@ -247,6 +241,7 @@ pub fn check_parser(line: &[u8]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::services::accounts::text::is_unsafe;
 
     #[test]
     fn the_fuzz_contract_holds_on_sample_inputs() {
@@ -323,10 +318,7 @@ mod tests {
         ] {
             if let Err(e) = parse(line) {
                 let shown = e.to_string();
-                assert!(
-                    !shown.chars().any(super::super::text::is_unsafe),
-                    "{shown:?}"
-                );
+                assert!(!shown.chars().any(is_unsafe), "{shown:?}");
             }
         }
     }

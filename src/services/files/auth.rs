@@ -17,7 +17,7 @@
 //! ```
 //!
 //! The server stores only StoredKey and ServerKey (see
-//! [`credential`](crate::services::chat::credential)): someone who steals
+//! [`credential`](crate::services::accounts::credential)): someone who steals
 //! the accounts file cannot compute a ClientProof without the ClientKey, and
 //! must run argon2id for every password guess. A replayed proof fails
 //! because each challenge has a fresh server nonce. For an unknown name
@@ -29,9 +29,10 @@
 use base64::engine::general_purpose::STANDARD_NO_PAD as B64;
 use base64::Engine as _;
 
-use crate::services::chat::credential::{
+use crate::services::accounts::credential::{
     client_key, ct_eq, hmac, random_bytes, salted_password, sha256, Credential, KdfParams,
 };
+use crate::services::accounts::text::neutralise;
 
 /// Random bytes in a nonce (24 base64 characters).
 pub const NONCE_BYTES: usize = 18;
@@ -168,7 +169,7 @@ pub fn check_proof(cred: &Credential, auth_message: &str, msg: &str) -> Option<S
 /// At most 80 characters of `s`, for error messages.
 pub fn clip(s: &str) -> String {
     let short: String = s.chars().take(80).collect();
-    crate::services::chat::text::neutralise(&short).into_owned()
+    neutralise(&short).into_owned()
 }
 
 #[cfg(test)]

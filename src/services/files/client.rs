@@ -7,6 +7,8 @@ use std::net::TcpStream;
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 
+use crate::services::accounts::text::neutralise;
+
 use super::auth::{self, Challenge, ClientSecret};
 use super::frame::{self, Framed};
 use super::fsops::Entry;
@@ -307,7 +309,7 @@ pub fn run_command<S: Read + Write>(
         ["rm", p] => client.rm(p)?,
         ["ls"] | ["ls", _] => {
             for e in client.ls(words.get(1).copied().unwrap_or(""))? {
-                let name = crate::services::chat::text::neutralise(&e.name);
+                let name = neutralise(&e.name);
                 writeln!(out, "{} {:>12} {name}", e.kind, e.size)?;
             }
         }

@@ -17,6 +17,9 @@ use std::path::Path;
 use rustix::fs::{self as rfs, AtFlags, FileType, Mode, OFlags, ResolveFlags};
 use rustix::io::Errno;
 
+use crate::services::accounts::credential::random_bytes;
+use crate::services::accounts::text::is_unsafe;
+
 /// Names starting with this are the service's temp files: hidden from
 /// listings and refused as user paths.
 pub const TEMP_PREFIX: &str = ".sockfiles-part-";
@@ -48,7 +51,7 @@ pub fn components(path: &str) -> Result<Vec<&str>, String> {
             "{path}: absolute paths are refused; paths are relative to your root"
         ));
     }
-    if path.contains('\0') || path.chars().any(super::super::chat::text::is_unsafe) {
+    if path.contains('\0') || path.chars().any(is_unsafe) {
         return Err("paths may not contain control characters".into());
     }
     let mut out = Vec::new();
@@ -248,7 +251,7 @@ impl Root {
                 self.quota
             ));
         }
-        let tag: String = super::super::chat::credential::random_bytes::<8>()
+        let tag: String = random_bytes::<8>()
             .map_err(|e| format!("put {path}: {e}"))?
             .iter()
             .map(|b| format!("{b:02x}"))

@@ -4,7 +4,8 @@
 //!
 //! Every message is a length-prefixed frame ([`frame`]). After a hello
 //! from the server, the client logs in with a challenge-response ([`auth`])
-//! over the accounts file (the chat service's format, read at each login),
+//! over the accounts file ([`accounts`](crate::services::accounts), shared
+//! with the chat service and read at each login),
 //! then sends commands, each one text frame:
 //!
 //! ```text
@@ -39,7 +40,10 @@ use slog::Logger;
 
 use crate::handler::Handler;
 use crate::request::Request;
-use crate::services::chat::credential::{random_bytes, KdfParams};
+use crate::services::accounts::credential::random_bytes;
+use crate::services::accounts::password::{password_ok, MAX_PASSWORD, MIN_PASSWORD};
+use crate::services::accounts::text::check_name;
+use crate::services::accounts::{Account, Accounts, Credential, KdfParams, UpdateError};
 
 /// The protocol's name and version, sent in the hello.
 pub const PROTOCOL: &str = "sockfiles/1";
@@ -93,18 +97,13 @@ pub fn add_user(
     password: &str,
     kdf: KdfParams,
 ) -> Result<(), String> {
-    use crate::services::chat::accounts::{Account, Accounts, UpdateError};
-    use crate::services::chat::parse::{MAX_PASSWORD, MIN_PASSWORD};
-    crate::services::chat::text::check_name(name).map_err(|e| format!("name {name:?}: {e}"))?;
-    if !(MIN_PASSWORD..=MAX_PASSWORD).contains(&password.len())
-        || password.contains(char::is_control)
-    {
+    check_name(name).map_err(|e| format!("name {name:?}: {e}"))?;
+    if !password_ok(password) {
         return Err(format!(
             "a password has {MIN_PASSWORD} to {MAX_PASSWORD} bytes and no control characters"
         ));
     }
-    let cred = crate::services::chat::credential::Credential::create(password.as_bytes(), kdf)
-        .map_err(|e| e.to_string())?;
+    let cred = Credential::create(password.as_bytes(), kdf).map_err(|e| e.to_string())?;
     let mut accounts = Accounts::load(path).map_err(|e| e.to_string())?;
     accounts
         .update(|users| {
@@ -152,7 +151,7 @@ impl Files {
                     )
                 })?;
         }
-        let accounts = crate::services::chat::accounts::Accounts::load(&cfg.accounts)?;
+        let accounts = Accounts::load(&cfg.accounts)?;
         if accounts.is_empty() {
             slog::warn!(log, "files: no accounts yet; add one with sockfiles --add-user";
                         "accounts" => %cfg.accounts.display());

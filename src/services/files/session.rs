@@ -5,8 +5,8 @@ use std::io::{self, Read};
 use slog::warn;
 
 use crate::request::StreamRequest;
-use crate::services::chat::accounts::Accounts;
-use crate::services::chat::text::check_name;
+use crate::services::accounts::text::check_name;
+use crate::services::accounts::Accounts;
 
 use super::auth::{self, Challenge};
 use super::frame::{too_large, Framed};
