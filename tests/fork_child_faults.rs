@@ -36,49 +36,50 @@ use common::{children, temp_socket, wait_until, zombies, Conn, Sockserv};
 /// you tag it, remove it when you untag it
 /// (`tagged_functions_are_all_listed` compares this list and
 /// [`INLINED_HOT_FUNCTIONS`] with the attributes in `src/`).
-const HOT_FUNCTIONS: [&str; 27] = [
+const HOT_FUNCTIONS: [&str; 19] = [
     "socketserver::policy::fork::ForkRunner::spawn",
     "socketserver::policy::fork::ForkRunner::run_child",
     "socketserver::dispatch::Dispatch::prepare",
     "socketserver::dispatch::Dispatch::finish",
-    "socketserver::handler::run_handler",
-    "socketserver::handler::StreamRequest::watched",
-    "socketserver::handler::StreamRequest::apply_options",
-    "socketserver::handler::StreamRequest::read_uninit",
-    "socketserver::handler::StreamRequest::write_all",
-    "socketserver::handler::StreamRequest::shutdown",
+    "socketserver::request::StreamRequest::read_uninit",
+    "socketserver::request::StreamRequest::write_all",
     "<socketserver::services::ServiceFactory as socketserver::handler::HandlerFactory>::serve",
     "<socketserver::services::Serving as socketserver::handler::Handler>::handle",
     "<socketserver::services::builtin::Builtin as socketserver::services::Service>::framing",
     "<socketserver::services::builtin::Builtin as socketserver::services::Service>::respond_in_place",
-    "socketserver::watch::Watch::register",
-    "socketserver::watch::Watch::mark_used",
-    "socketserver::watch::Watch::unregister",
-    "socketserver::sys::fork",
-    "socketserver::sys::exit_now",
-    "socketserver::sys::close_fd",
-    "socketserver::sys::set_child_conn",
-    "socketserver::sys::set_active_conn",
-    "socketserver::sys::set_parent_death_signal",
-    "socketserver::sys::restore_signals",
-    "socketserver::sys::set_tcp_nodelay",
-    "socketserver::sys::parent_pid",
-    "socketserver::sys::recv_uninit",
+    "socketserver::watch::stop_action_registered",
+    "socketserver::request::StreamRequest::note_read",
+    "socketserver::sys::process::fork",
+    "socketserver::sys::process::exit_now",
+    "socketserver::sys::process::ForkChild::close_inherited",
+    "<socketserver::sys::process::ExitOnUnwind as core::ops::drop::Drop>::drop",
+    "socketserver::sys::process::set_parent_death_signal",
+    "socketserver::sys::process::parent_pid",
+    "socketserver::sys::signal::restore_signals",
 ];
 
 /// Tagged functions the release build inlines into their (tagged) callers,
-/// so they have no symbol: `serve_stream` and `serve_chunks` into
-/// `Serving::handle`, `note_read` into `read_uninit` (checked with `nm` at
-/// the commit that added this test). Should one get a symbol again, it
-/// must lie in the hot section too.
-const INLINED_HOT_FUNCTIONS: [&str; 3] = [
+/// so they have no symbol (checked with `nm` at the commit that moved the
+/// request types to `request.rs`): `serve_stream` and `serve_chunks` into
+/// `Serving::handle`, `run_handler` into `ServiceFactory::serve`, the
+/// `Watch` and socket-option helpers into `Dispatch` and `StreamRequest`.
+/// Should one get a symbol again, it must lie in the hot section too.
+const INLINED_HOT_FUNCTIONS: [&str; 11] = [
     "socketserver::services::Serving::serve_stream",
     "socketserver::services::Serving::serve_chunks",
-    "socketserver::handler::StreamRequest::note_read",
+    "socketserver::handler::run_handler",
+    "socketserver::request::StreamRequest::watched",
+    "socketserver::request::StreamRequest::apply_options",
+    "socketserver::request::StreamRequest::shutdown",
+    "socketserver::watch::Watch::register",
+    "socketserver::watch::Watch::mark_used",
+    "socketserver::watch::Watch::unregister",
+    "socketserver::sys::net::set_tcp_nodelay",
+    "socketserver::sys::net::recv_uninit",
 ];
 
 /// The attribute that tags a function of the child's path.
-const HOT_ATTRIBUTE: &str = "#[link_section = \".text.hot.sockserv_child\"]";
+const HOT_ATTRIBUTE: &str = "#[link_section = child_text!()]";
 
 /// Fresh servers per transport. A child's faults depend on where ASLR put
 /// the program, libc and the stack relative to 64 KiB fault-around windows:
