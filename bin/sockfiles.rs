@@ -12,8 +12,8 @@ use socketserver::services::files::client::{prompt, run_command, FilesClient, St
 use socketserver::Transport;
 
 /// Log in to a files server and run COMMAND, or an interactive `>>>`
-/// prompt without one. Commands: mkdir PATH, ls [PATH], put LOCAL [REMOTE],
-/// get REMOTE [LOCAL], rm PATH, quota.
+/// prompt without one. Commands: `mkdir PATH`, `ls [PATH]`,
+/// `put LOCAL [REMOTE]`, `get REMOTE [LOCAL]`, `rm PATH`, `quota`.
 ///
 /// With --add-user, add an account to --accounts FILE instead.
 #[derive(Parser, Debug)]

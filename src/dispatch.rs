@@ -13,8 +13,8 @@ use slog::{debug, Logger};
 use crate::addr::Address;
 use crate::error::RequestError;
 use crate::handler::HandlerFactory;
-use crate::request::{DatagramRequest, Request, ServerContext, StreamRequest};
 use crate::hooks::Hooks;
+use crate::request::{DatagramRequest, Request, ServerContext, StreamRequest};
 use crate::transport::Incoming;
 use crate::watch::Watch;
 

@@ -324,9 +324,14 @@ mod tests {
         slog::info!(log, "listening"; "addr" => "127.0.0.1:1", "n" => 3u64, "ok" => true,
                     "x" => 0.5f64, "peer" => %"a\"b");
         let line = buf.lock().unwrap().clone();
-        assert!(line.starts_with(r#"{"msg":"listening","level":"INFO","ts":""#), "{line}");
         assert!(
-            line.ends_with(r#","addr":"127.0.0.1:1","n":3,"ok":true,"x":0.5,"peer":"a\"b","pid":7}"#),
+            line.starts_with(r#"{"msg":"listening","level":"INFO","ts":""#),
+            "{line}"
+        );
+        assert!(
+            line.ends_with(
+                r#","addr":"127.0.0.1:1","n":3,"ok":true,"x":0.5,"peer":"a\"b","pid":7}"#
+            ),
             "{line}"
         );
     }

@@ -121,7 +121,12 @@ impl StreamRequest {
     /// `watch`). Makes no system call: the socket options are applied by
     /// `apply_options`, in the process that serves.
     #[link_section = child_text!()]
-    pub(crate) fn watched(conn: Socket, peer: Address, ctx: Arc<ServerContext>, watch: Watch) -> Self {
+    pub(crate) fn watched(
+        conn: Socket,
+        peer: Address,
+        ctx: Arc<ServerContext>,
+        watch: Watch,
+    ) -> Self {
         watch.register(conn.as_raw_fd());
         StreamRequest {
             socket: conn,

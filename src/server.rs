@@ -22,9 +22,9 @@ use crate::control::{Control, ShutdownHandle};
 use crate::dispatch::Dispatch;
 use crate::error::{Error, Result};
 use crate::handler::HandlerFactory;
-use crate::request::ServerContext;
 use crate::hooks::{DefaultHooks, Hooks};
 use crate::policy::{check_single_threaded, Policy, Runner};
+use crate::request::ServerContext;
 use crate::socket::{BindOptions, Listener};
 use crate::transport::{get_request, Incoming, NoRequest};
 

@@ -8,8 +8,16 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{bounded, RecvTimeoutError, Sender};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use super::worker::Slot;
 use super::{Config, Stop};
+
+/// Live counters one connection thread publishes for the progress line
+/// (own cache line).
+#[derive(Default)]
+#[repr(align(64))]
+pub(crate) struct Slot {
+    pub ok: std::sync::atomic::AtomicU64,
+    pub errors: std::sync::atomic::AtomicU64,
+}
 
 const TICK: Duration = Duration::from_millis(250);
 

@@ -1,6 +1,6 @@
 //! One OS thread per connection, each with its own buffers and histograms.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::{Condvar, Mutex};
 use std::thread;
 use std::time::Instant;
@@ -9,17 +9,9 @@ use anyhow::Context as _;
 
 use super::client::{After, Buffers, Conn, Failure, Target};
 use super::plan::{Next, Plan};
-use super::progress;
+use super::progress::{self, Slot};
 use super::stats::{Summary, ThreadStats};
 use super::{Config, Mode};
-
-/// Live counters one thread publishes for the progress line (own cache line).
-#[derive(Default)]
-#[repr(align(64))]
-pub(crate) struct Slot {
-    pub ok: AtomicU64,
-    pub errors: AtomicU64,
-}
 
 /// Holds the threads until all are spawned and connected, then gives them one start instant.
 struct Gate {

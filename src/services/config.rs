@@ -16,9 +16,9 @@ use crate::server::{Server, ServerBuilder};
 use crate::services::chat::{Chat, ChatConfig};
 use crate::services::files::{Files, FilesConfig};
 use crate::services::{Builtin, Framing, Service, ServiceFactory};
-use crate::Signal;
 use crate::socket::BindOptions;
 use crate::supervisor::Supervisor;
+use crate::Signal;
 
 /// What `sockserv --service` serves.
 #[derive(Debug, Clone, PartialEq, Eq)]

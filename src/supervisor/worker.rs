@@ -51,7 +51,12 @@ pub(super) struct WorkerInit {
 
 /// Runs a worker to its end and returns its exit status; the caller (the
 /// fork's child side) `_exit`s with it.
-pub(super) fn run(cfg: &Supervisor, build: &dyn BuildServer, init: WorkerInit, log: &Logger) -> i32 {
+pub(super) fn run(
+    cfg: &Supervisor,
+    build: &dyn BuildServer,
+    init: WorkerInit,
+    log: &Logger,
+) -> i32 {
     let served = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         serve(cfg, build, init, log)
     }));

@@ -114,14 +114,7 @@ pub(crate) fn thread_count() -> io::Result<usize> {
 /// Asks the kernel to send `sig` to this process when its parent dies.
 #[link_section = child_text!()]
 pub(crate) fn set_parent_death_signal(sig: nix::sys::signal::Signal) -> io::Result<()> {
-    syscall!(prctl(
-        libc::PR_SET_PDEATHSIG,
-        sig as libc::c_ulong,
-        0,
-        0,
-        0
-    ))
-    .map(|_| ())
+    syscall!(prctl(libc::PR_SET_PDEATHSIG, sig as libc::c_ulong, 0, 0, 0)).map(|_| ())
 }
 
 /// The parent process's pid (getppid(2)).

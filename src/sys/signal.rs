@@ -15,7 +15,10 @@ use nix::sys::signal::{pthread_sigmask, SigSet, SigmaskHow, Signal};
 
 /// Makes every delivery of `sig` add one to `counter` (and run no other
 /// code), so a loop can later handle each signal as many times as it came.
-pub(crate) fn count_signal(sig: Signal, counter: Arc<AtomicUsize>) -> io::Result<signal_hook::SigId> {
+pub(crate) fn count_signal(
+    sig: Signal,
+    counter: Arc<AtomicUsize>,
+) -> io::Result<signal_hook::SigId> {
     let action = move || {
         counter.fetch_add(1, Ordering::SeqCst);
     };

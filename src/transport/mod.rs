@@ -69,7 +69,10 @@ pub(crate) enum NoRequest {
 }
 
 /// Takes one request off `listener` without blocking.
-pub(crate) fn get_request(listener: &Listener, max_packet_size: usize) -> Result<Incoming, NoRequest> {
+pub(crate) fn get_request(
+    listener: &Listener,
+    max_packet_size: usize,
+) -> Result<Incoming, NoRequest> {
     if listener.transport.is_stream() {
         stream::accept(&listener.socket)
     } else {
