@@ -304,7 +304,7 @@ fn local_address(socket: &Socket, fallback: &Address) -> Result<Address> {
 }
 
 /// Converts a kernel socket address into an [`Address`].
-pub fn sockaddr_to_address(sa: &SockAddr) -> Option<Address> {
+pub(crate) fn sockaddr_to_address(sa: &SockAddr) -> Option<Address> {
     if let Some(inet) = sa.as_socket() {
         return Some(Address::Inet(inet));
     }
