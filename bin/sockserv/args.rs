@@ -1,0 +1,199 @@
+//! `sockserv`'s flags: each parsed and bounded here, so a bad value exits 2
+//! with one line naming the flag before anything starts. Every flag also
+//! reads an environment variable, `SOCKSERV_` and its name in capitals
+//! (`SOCKSERV_WORKERS=4`), for scripts and containers; a flag on the
+//! command line wins.
+
+use std::path::PathBuf;
+
+use clap::Parser;
+use socketserver::log::{parse_level, LogFormat};
+use socketserver::services::accounts::KdfParams;
+use socketserver::services::Builtin;
+use socketserver::Transport;
+
+use super::cli;
+
+/// The most workers `--workers` accepts.
+pub const MAX_WORKERS: u64 = 1024;
+/// The most threads (pool) or live children (fork) a flag accepts.
+pub const MAX_CONCURRENCY: u64 = 65_536;
+/// The longest timeout a flag accepts: 30 days.
+pub const MAX_SECONDS: f64 = 30.0 * 86_400.0;
+
+/// Serve echo, upper, time, discard, delay, cpu, a chat room or a file
+/// service over TCP, UDP or Unix sockets, one request at a time, a process
+/// or a thread per request, or from a thread pool.
+#[derive(Parser, Debug)]
+#[command(name = "sockserv", version, allow_negative_numbers = true)]
+pub struct Args {
+    /// tcp, udp, unix or unix-dgram.
+    #[arg(long, default_value = "tcp", env = "SOCKSERV_TRANSPORT")]
+    pub transport: Transport,
+    /// HOST:PORT (port 0 picks a free port), or a socket path / @abstract
+    /// name for unix transports [default: 127.0.0.1:9000, or
+    /// /tmp/sockserv.sock and /tmp/sockserv-dgram.sock].
+    #[arg(short = 'l', long, env = "SOCKSERV_LISTEN")]
+    pub listen: Option<String>,
+    /// sync, fork, thread or pool.
+    #[arg(short = 'p', long, default_value = "thread", env = "SOCKSERV_POLICY",
+          value_parser = ["sync", "fork", "thread", "pool"])]
+    pub policy: String,
+    /// echo, upper, time, discard, delay, cpu, chat or files.
+    #[arg(short = 's', long, default_value = "echo", env = "SOCKSERV_SERVICE",
+          value_parser = parse_service)]
+    pub service: ServiceArg,
+    /// Fork policy: most live children at once (1 to 65536).
+    #[arg(long, default_value_t = 40, env = "SOCKSERV_MAX_CHILDREN",
+          value_parser = cli::count(1, MAX_CONCURRENCY))]
+    pub max_children: u64,
+    /// Pool policy: worker threads, 1 to 65536 [default: 4 per CPU].
+    #[arg(long, env = "SOCKSERV_THREADS", value_parser = cli::count(1, MAX_CONCURRENCY))]
+    pub threads: Option<u64>,
+    /// Pool policy: requests that may wait for a thread, 1 to 65536
+    /// [default: as many as threads].
+    #[arg(long, env = "SOCKSERV_QUEUE", value_parser = cli::count(1, MAX_CONCURRENCY))]
+    pub queue: Option<u64>,
+    /// Close a stream connection idle this many seconds (0: never).
+    #[arg(long, default_value_t = 0.0, env = "SOCKSERV_IDLE_TIMEOUT",
+          value_parser = cli::seconds(true, MAX_SECONDS))]
+    pub idle_timeout: f64,
+    /// Seconds in-flight requests may run after SIGTERM/SIGINT.
+    #[arg(long, default_value_t = 30.0, env = "SOCKSERV_GRACEFUL_TIMEOUT",
+          value_parser = cli::seconds(true, MAX_SECONDS))]
+    pub graceful_timeout: f64,
+    /// listen(2) backlog (1 to 65535; the kernel caps it at net.core.somaxconn).
+    #[arg(long, default_value_t = libc::SOMAXCONN as u64, env = "SOCKSERV_BACKLOG",
+          value_parser = cli::count(1, 65_535))]
+    pub backlog: u64,
+    /// Set SO_REUSEPORT; under the supervisor, each worker binds its own
+    /// socket and the kernel balances connections between them.
+    #[arg(long, env = "SOCKSERV_REUSE_PORT")]
+    pub reuse_port: bool,
+    /// Largest datagram served (bytes, up to 16M); longer ones are dropped and logged.
+    #[arg(long, default_value = "8192", env = "SOCKSERV_MAX_PACKET_SIZE",
+          value_parser = cli::size(16 << 20))]
+    pub max_packet_size: u64,
+    /// delay service: milliseconds before each reply (0 to 600000).
+    #[arg(long, default_value_t = 10, env = "SOCKSERV_DELAY_MS",
+          value_parser = cli::count(0, 600_000))]
+    pub delay_ms: u64,
+    /// cpu service: hashing rounds before each reply (1 to 1000000000).
+    #[arg(long, default_value_t = 10_000, env = "SOCKSERV_CPU_ROUNDS",
+          value_parser = cli::count(1, 1_000_000_000))]
+    pub cpu_rounds: u64,
+    /// chat, files: the accounts file (chat creates it on the first
+    /// registration; files reads it at each login).
+    #[arg(long, value_name = "FILE", env = "SOCKSERV_ACCOUNTS")]
+    pub accounts: Option<PathBuf>,
+    /// chat, files: argon2id cost of new password hashes, m=KIB,t=PASSES,p=LANES
+    /// (the default is OWASP's minimum; lower it only for tests).
+    #[arg(long, default_value_t = KdfParams::DEFAULT, value_name = "m=KIB,t=N,p=N",
+          env = "SOCKSERV_HASH_COST")]
+    pub hash_cost: KdfParams,
+    /// chat over udp / unix-dgram: forget a client silent this many seconds.
+    #[arg(long, default_value_t = 600.0, env = "SOCKSERV_SESSION_TIMEOUT",
+          value_parser = cli::seconds(false, MAX_SECONDS))]
+    pub session_timeout: f64,
+    /// files: the directory holding one directory per user.
+    #[arg(long, value_name = "DIR", env = "SOCKSERV_FILES_ROOT")]
+    pub files_root: Option<PathBuf>,
+    /// files: largest frame accepted (bytes; K, M, G suffixes), larger ones
+    /// close the connection unread.
+    #[arg(long, default_value = "1M", env = "SOCKSERV_MAX_FRAME", value_parser = cli::size(1 << 30))]
+    pub max_frame: u64,
+    /// files: largest file a put accepts (bytes; K, M, G suffixes).
+    #[arg(long, default_value = "1G", env = "SOCKSERV_MAX_FILE_SIZE",
+          value_parser = cli::size(1 << 50))]
+    pub max_file_size: u64,
+    /// files: most bytes one user's files may hold (K, M, G suffixes).
+    #[arg(long, default_value = "10G", env = "SOCKSERV_QUOTA", value_parser = cli::size(1 << 60))]
+    pub quota: u64,
+    /// Unix socket file mode, octal (e.g. 0660).
+    #[arg(long, value_parser = parse_mode, env = "SOCKSERV_SOCKET_MODE")]
+    pub socket_mode: Option<u32>,
+    /// Admit only clients from these networks (repeatable; e.g. 127.0.0.0/8).
+    #[arg(long, value_parser = parse_network, env = "SOCKSERV_ALLOW", value_delimiter = ',')]
+    pub allow: Vec<String>,
+    /// Abort the serving process when a request contains this string
+    /// (a testing aid for supervision and crash handling).
+    #[arg(long, value_name = "STRING")]
+    pub abort_on: Option<String>,
+    /// Run the server in this process, without a supervising master.
+    #[arg(long, env = "SOCKSERV_NO_SUPERVISOR")]
+    pub no_supervisor: bool,
+    /// Worker processes the master keeps running (1 to 1024).
+    #[arg(short = 'w', long, default_value_t = 1, env = "SOCKSERV_WORKERS",
+          value_parser = cli::count(1, MAX_WORKERS))]
+    pub workers: u64,
+    /// More than this many worker deaths within --restart-window stop the master.
+    #[arg(long, default_value_t = 5, env = "SOCKSERV_RESTART_BURST",
+          value_parser = cli::count(1, 1_000_000))]
+    pub restart_burst: u64,
+    /// Seconds over which --restart-burst counts deaths.
+    #[arg(long, default_value_t = 10.0, env = "SOCKSERV_RESTART_WINDOW",
+          value_parser = cli::seconds(false, MAX_SECONDS))]
+    pub restart_window: f64,
+    /// A worker retires gracefully after this many requests (0: never).
+    #[arg(long, default_value_t = 0, env = "SOCKSERV_MAX_REQUESTS")]
+    pub max_requests: u64,
+    /// Up to this many extra requests per worker, so workers retire apart.
+    #[arg(long, default_value_t = 0, env = "SOCKSERV_MAX_REQUESTS_JITTER")]
+    pub max_requests_jitter: u64,
+    /// Kill and replace a worker whose serving loop is silent this many seconds (0: never).
+    #[arg(long, default_value_t = 0.0, env = "SOCKSERV_WORKER_TIMEOUT",
+          value_parser = cli::seconds(true, MAX_SECONDS))]
+    pub worker_timeout: f64,
+    /// Write the master's pid here (refused if it names a live process).
+    #[arg(long, env = "SOCKSERV_PID_FILE")]
+    pub pid_file: Option<PathBuf>,
+    /// Validate the configuration (flags, address, bindability) and exit.
+    #[arg(long)]
+    pub check: bool,
+    /// Append the log to this file instead of stderr; SIGUSR1 reopens it
+    /// (after logrotate moved it).
+    #[arg(long, value_name = "PATH", env = "SOCKSERV_LOG_FILE")]
+    pub log_file: Option<PathBuf>,
+    /// term or json.
+    #[arg(long, default_value = "term", env = "SOCKSERV_LOG_FORMAT")]
+    pub log_format: LogFormat,
+    /// error, warn, info, debug or trace.
+    #[arg(long, default_value = "info", value_parser = parse_level, env = "SOCKSERV_LOG_LEVEL")]
+    pub log_level: slog::Level,
+}
+
+fn parse_mode(s: &str) -> Result<u32, String> {
+    u32::from_str_radix(s.trim_start_matches("0o"), 8)
+        .ok()
+        .filter(|m| *m <= 0o7777)
+        .ok_or_else(|| format!("socket mode {s:?} is not an octal mode such as 0660"))
+}
+
+/// `--allow`: checked as a network here, kept as typed.
+fn parse_network(s: &str) -> Result<String, String> {
+    socketserver::AllowList::parse(&[s]).map_err(|e| e.to_string())?;
+    Ok(s.to_string())
+}
+
+/// `--service`: a built-in, chat or files.
+#[derive(Debug, Clone, Copy)]
+pub enum ServiceArg {
+    /// echo ... cpu.
+    Builtin(Builtin),
+    /// The chat room.
+    Chat,
+    /// The file service.
+    Files,
+}
+
+fn parse_service(s: &str) -> Result<ServiceArg, String> {
+    match s {
+        "chat" => Ok(ServiceArg::Chat),
+        "files" => Ok(ServiceArg::Files),
+        _ => s.parse().map(ServiceArg::Builtin).map_err(|_| {
+            format!(
+                "unknown service {s:?} (expected echo, upper, time, discard, delay, cpu, chat or files)"
+            )
+        }),
+    }
+}
