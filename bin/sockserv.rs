@@ -3,13 +3,13 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
-#[path = "cli.rs"]
-mod cli;
 #[path = "sockserv/args.rs"]
 mod args;
+#[path = "cli.rs"]
+mod cli;
 
 use args::{Args, ServiceArg};
-use socketserver::log::stderr_logger;
+use socketserver::log::{logger, LogTarget};
 use socketserver::services::chat::{ChatConfig, WORKERS_REFUSAL};
 use socketserver::services::files::FilesConfig;
 use socketserver::services::{serve_foreground, Builtin, ServeConfig, ServiceKind};
@@ -134,7 +134,17 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let log = stderr_logger(args.log_format, args.log_level);
+    let target = match &args.log_file {
+        Some(path) => LogTarget::File(path.clone()),
+        None => LogTarget::Stderr,
+    };
+    let log = match logger(args.log_format, args.log_level, &target) {
+        Ok(log) => log,
+        Err(e) => {
+            eprintln!("sockserv: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let result = if args.check {
         check(&serve, &sup).map(|()| 0)
     } else if args.no_supervisor {

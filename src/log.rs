@@ -10,13 +10,23 @@
 //! start), so a process that forks stays single-threaded and a forked
 //! child may log like any code. Timestamps are UTC, RFC 3339.
 //!
+//! A log file ([`LogTarget::File`]) is opened for appending and reopened
+//! by [`reopen`] after logrotate moved it away; a process that cannot
+//! call it from its loop (a supervised worker) calls
+//! [`reopen_on_signal`], and the next record it writes reopens the file
+//! first.
+//!
 //! Text: `2026-12-01T07:54:21.123Z INFO listening, addr: 127.0.0.1:9000, pid: 42`.
 //! JSON: `{"msg":"listening","level":"INFO","ts":"2026-12-01T07:54:21.123456Z","addr":"127.0.0.1:9000","pid":42}`.
 
 use std::fmt::{self, Write as _};
-use std::io::Write as _;
+use std::fs::{File, OpenOptions};
+use std::io::{self, Write as _};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use slog::{o, Drain, Key, Level, Logger, OwnedKVList, Record, KV};
@@ -54,11 +64,91 @@ pub fn parse_level(s: &str) -> Result<Level, String> {
     }
 }
 
+/// Where log records go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LogTarget {
+    /// Standard error (nothing to reopen).
+    Stderr,
+    /// A file, created if missing (mode 0640) and appended to.
+    File(PathBuf),
+}
+
 /// A logger writing to stderr in `format`, dropping records below `level`.
 /// Every record carries the writing process's `pid`.
 pub fn stderr_logger(format: LogFormat, level: Level) -> Logger {
+    make_logger(format, level, Sink::Stderr)
+}
+
+/// A logger writing to `target` in `format`, dropping records below
+/// `level`; fails when the log file cannot be opened (the error names it).
+/// A process has one log file: a second file logger shares the first's.
+pub fn logger(format: LogFormat, level: Level, target: &LogTarget) -> crate::Result<Logger> {
+    let sink = match target {
+        LogTarget::Stderr => Sink::Stderr,
+        LogTarget::File(path) => {
+            let file = open_log(path)?;
+            let shared = LOG_FILE.get_or_init(|| {
+                Arc::new(LogFile {
+                    path: path.clone(),
+                    file: Mutex::new(file),
+                })
+            });
+            Sink::File(Arc::clone(shared))
+        }
+    };
+    Ok(make_logger(format, level, sink))
+}
+
+/// Reopens this process's log file at its path (after logrotate renamed
+/// it). Returns the path, or None when logging goes to stderr. On failure
+/// the old file stays in use and the error names the path.
+pub fn reopen() -> crate::Result<Option<PathBuf>> {
+    let Some(log) = LOG_FILE.get() else {
+        return Ok(None);
+    };
+    let file = open_log(&log.path)?;
+    *log.file.lock().unwrap_or_else(|p| p.into_inner()) = file;
+    Ok(Some(log.path.clone()))
+}
+
+/// Makes `sig` ask for a [`reopen`], done before the next record is
+/// written (the handler only sets a flag).
+pub fn reopen_on_signal(sig: crate::Signal) -> io::Result<()> {
+    signal_hook::flag::register(sig as i32, Arc::clone(reopen_flag()))?;
+    Ok(())
+}
+
+fn reopen_flag() -> &'static Arc<AtomicBool> {
+    static FLAG: OnceLock<Arc<AtomicBool>> = OnceLock::new();
+    FLAG.get_or_init(|| Arc::new(AtomicBool::new(false)))
+}
+
+/// The process's log file, shared by its loggers.
+static LOG_FILE: OnceLock<Arc<LogFile>> = OnceLock::new();
+
+struct LogFile {
+    path: PathBuf,
+    file: Mutex<File>,
+}
+
+fn open_log(path: &Path) -> crate::Result<File> {
+    OpenOptions::new()
+        .append(true)
+        .create(true)
+        .mode(0o640)
+        .open(path)
+        .map_err(|e| crate::Error::socket("open log file", path.display(), e))
+}
+
+enum Sink {
+    Stderr,
+    File(Arc<LogFile>),
+}
+
+fn make_logger(format: LogFormat, level: Level, sink: Sink) -> Logger {
     let drain = LineDrain {
         format,
+        sink,
         buf: Mutex::new(String::new()),
     };
     let drain = slog::LevelFilter::new(drain.ignore_res(), level).fuse();
@@ -73,6 +163,7 @@ pub fn discard() -> Logger {
 /// Formats each record into one line and writes it to stderr at once.
 struct LineDrain {
     format: LogFormat,
+    sink: Sink,
     buf: Mutex<String>,
 }
 
@@ -93,7 +184,16 @@ impl Drain for LineDrain {
             return Err(std::io::Error::other("a log value failed to format"));
         }
         buf.push('\n');
-        std::io::stderr().lock().write_all(buf.as_bytes())
+        match &self.sink {
+            Sink::Stderr => io::stderr().lock().write_all(buf.as_bytes()),
+            Sink::File(log) => {
+                if reopen_flag().swap(false, Ordering::SeqCst) {
+                    let _ = reopen(); // on failure the old file stays in use
+                }
+                let mut f = log.file.lock().unwrap_or_else(|p| p.into_inner());
+                f.write_all(buf.as_bytes())
+            }
+        }
     }
 }
 

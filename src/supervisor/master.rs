@@ -17,7 +17,7 @@ use nix::unistd::Pid;
 use slog::{crit, error, info, warn, Logger};
 
 use super::restart::{RestartPolicy, Verdict, YOUNG};
-use super::signals::{self, SignalQueue};
+use super::signals::{self, Queued, SignalQueue};
 use super::worker::{self, beat, WorkerInit, BOOT_ERROR};
 use super::{systemd, BuildServer, Supervisor};
 use crate::error::{Error, Result};
@@ -58,6 +58,8 @@ pub(super) struct Master<'a> {
     stop: Option<Stop>,
     halt: Option<String>,
     ready_notified: bool,
+    /// WINCH stopped the workers; HUP brings them back.
+    winched: bool,
     /// Checked at start; the master never starts a thread.
     single: sys::SingleThreaded,
 }
@@ -82,6 +84,8 @@ impl<'a> Master<'a> {
             None if cfg.reuse_port => None,
             None => Some(Listener::bind(cfg.transport, &cfg.address, &cfg.bind)?),
         };
+        // A master writing to a closed log pipe must get EPIPE, not die.
+        sys::ignore_sigpipe().map_err(|e| Error::os("ignore SIGPIPE", e))?;
         let signals =
             SignalQueue::install().map_err(|e| Error::os("install signal handlers", e))?;
         Ok(Master {
@@ -97,6 +101,7 @@ impl<'a> Master<'a> {
             stop: None,
             halt: None,
             ready_notified: false,
+            winched: false,
             single,
         })
     }
@@ -124,13 +129,18 @@ impl<'a> Master<'a> {
             self.wait();
             self.read_heartbeats();
             for (sig, n) in self.signals.drain() {
-                self.handle_signal(sig, n);
+                match sig {
+                    Queued::Obey(sig) => self.handle_signal(sig, n),
+                    Queued::Ignore(num) => {
+                        warn!(self.log, "signal ignored"; "signal" => signals::number_name(num),
+                              "count" => n)
+                    }
+                }
             }
             self.reap_workers();
             self.murder_workers();
             self.finish_reload();
         }
-        systemd::notify("STOPPING=1");
         let code = match &self.halt {
             Some(reason) => {
                 crit!(self.log, "master exiting"; "reason" => reason.as_str());
@@ -204,7 +214,10 @@ impl<'a> Master<'a> {
         match sig {
             Signal::SIGTERM => self.begin_stop(false),
             Signal::SIGINT | Signal::SIGQUIT => self.begin_stop(true),
+            Signal::SIGHUP if self.winched => self.resume(),
             Signal::SIGHUP => self.reload(),
+            Signal::SIGUSR1 => self.reopen_logs(),
+            Signal::SIGWINCH => self.winch(),
             Signal::SIGTTIN => {
                 self.target += count;
                 info!(self.log, "scale"; "workers" => self.target);
@@ -226,7 +239,7 @@ impl<'a> Master<'a> {
     }
 
     fn manage_workers(&mut self) {
-        if self.stop.is_some() {
+        if self.stop.is_some() || self.winched {
             return;
         }
         let mut live = self.current().count();
@@ -405,6 +418,40 @@ impl<'a> Master<'a> {
         systemd::notify("RELOADING=1");
         self.ready_notified = false;
         info!(self.log, "reload"; "generation" => self.generation, "workers" => self.target);
+    }
+
+    /// USR1: reopen the log file here, and have every worker reopen its own.
+    fn reopen_logs(&mut self) {
+        match crate::log::reopen() {
+            Ok(Some(path)) => info!(self.log, "log file reopened"; "path" => %path.display()),
+            Ok(None) => info!(self.log, "logging to stderr: no log file to reopen"),
+            Err(e) => error!(self.log, "cannot reopen the log file"; "error" => %e),
+        }
+        for w in self.workers.iter().filter(|w| w.leaving.is_none()) {
+            let _ = kill(Pid::from_raw(w.pid), Signal::SIGUSR1);
+        }
+    }
+
+    /// WINCH, as nginx: the workers stop gracefully; the master keeps its
+    /// socket (clients wait in the backlog) until HUP brings workers back.
+    fn winch(&mut self) {
+        if self.stop.is_some() || self.winched {
+            return;
+        }
+        self.winched = true;
+        let now = Instant::now();
+        info!(self.log, "workers stopping; HUP brings them back"; "workers" => self.workers.len());
+        for w in self.workers.iter_mut().filter(|w| w.leaving.is_none()) {
+            w.leaving = Some(now);
+            terminate(w.pid);
+        }
+    }
+
+    /// HUP after WINCH: a new generation of workers starts.
+    fn resume(&mut self) {
+        self.winched = false;
+        self.generation += 1;
+        info!(self.log, "workers resuming"; "generation" => self.generation, "workers" => self.target);
     }
 
     fn finish_reload(&mut self) {

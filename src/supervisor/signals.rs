@@ -14,7 +14,7 @@ use signal_hook::SigId;
 use crate::sys::{self, ForkChild};
 
 /// The signals the master obeys, in the order a drained queue handles them.
-pub(super) const SIGNALS: [Signal; 7] = [
+pub(super) const SIGNALS: [Signal; 10] = [
     Signal::SIGCHLD,
     Signal::SIGTERM,
     Signal::SIGINT,
@@ -22,11 +22,39 @@ pub(super) const SIGNALS: [Signal; 7] = [
     Signal::SIGHUP,
     Signal::SIGTTIN,
     Signal::SIGTTOU,
+    Signal::SIGUSR1,
+    Signal::SIGUSR2,
+    Signal::SIGWINCH,
 ];
+
+/// Signals whose default action would end the master and that it has no
+/// use for: each is logged by name and otherwise ignored (as are the
+/// realtime signals). Faults (SEGV, BUS, ILL, FPE, ABRT, TRAP) keep their
+/// default: a master that hits one must not carry on.
+pub(super) const IGNORED: [Signal; 8] = [
+    Signal::SIGALRM,
+    Signal::SIGVTALRM,
+    Signal::SIGPROF,
+    Signal::SIGIO,
+    Signal::SIGPWR,
+    Signal::SIGSTKFLT,
+    Signal::SIGXCPU,
+    Signal::SIGXFSZ,
+];
+
+/// A signal the queue took: one the master obeys, or another it ignores
+/// (by number, which covers the realtime signals).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Queued {
+    /// One of [`SIGNALS`].
+    Obey(Signal),
+    /// One of [`IGNORED`] or a realtime signal; its number.
+    Ignore(i32),
+}
 
 /// Counts of signals received since the last drain, and the wake-up socket.
 pub(super) struct SignalQueue {
-    counts: Vec<(Signal, Arc<AtomicUsize>)>,
+    counts: Vec<(i32, Arc<AtomicUsize>)>,
     ids: Vec<SigId>,
     wake_rx: UnixStream,
     wake_tx: UnixStream,
@@ -44,11 +72,12 @@ impl SignalQueue {
             wake_rx,
             wake_tx,
         };
-        for sig in SIGNALS {
+        let named = SIGNALS.iter().chain(&IGNORED).map(|&s| s as i32);
+        for sig in named.chain(sys::realtime_signals()) {
             let count = Arc::new(AtomicUsize::new(0));
             q.ids.push(sys::count_signal(sig, Arc::clone(&count))?);
             q.ids.push(signal_hook::low_level::pipe::register(
-                sig as i32,
+                sig,
                 q.wake_tx.try_clone()?,
             )?);
             q.counts.push((sig, count));
@@ -62,14 +91,14 @@ impl SignalQueue {
     }
 
     /// Takes the queued signals: each signal with how often it came.
-    pub(super) fn drain(&self) -> Vec<(Signal, usize)> {
+    pub(super) fn drain(&self) -> Vec<(Queued, usize)> {
         let mut buf = [0u8; 64];
         while matches!((&self.wake_rx).read(&mut buf), Ok(n) if n > 0) {}
         self.counts
             .iter()
             .filter_map(|(sig, c)| match c.swap(0, Ordering::SeqCst) {
                 0 => None,
-                n => Some((*sig, n)),
+                n => Some((queued(*sig), n)),
             })
             .collect()
     }
@@ -87,7 +116,22 @@ impl SignalQueue {
     }
 }
 
+fn queued(sig: i32) -> Queued {
+    match Signal::try_from(sig) {
+        Ok(s) if SIGNALS.contains(&s) => Queued::Obey(s),
+        _ => Queued::Ignore(sig),
+    }
+}
+
 /// The conventional name of a signal, for logs: `TERM`, `HUP`, `KILL`.
 pub(super) fn name(sig: Signal) -> &'static str {
     sig.as_str().trim_start_matches("SIG")
+}
+
+/// The name of a signal number, for logs: `ALRM`, `RTMIN+3`.
+pub(super) fn number_name(sig: i32) -> String {
+    match Signal::try_from(sig) {
+        Ok(s) => name(s).to_string(),
+        Err(_) => format!("RTMIN+{}", sig - libc::SIGRTMIN()),
+    }
 }

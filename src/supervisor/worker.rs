@@ -99,6 +99,9 @@ fn serve(cfg: &Supervisor, build: &dyn BuildServer, init: WorkerInit, log: &Logg
     handle
         .stop_on_signal(Signal::SIGTERM)
         .map_err(|e| Error::os("install SIGTERM handler", e))?;
+    // The master forwards USR1 (logrotate): reopen before the next record.
+    crate::log::reopen_on_signal(Signal::SIGUSR1)
+        .map_err(|e| Error::os("install SIGUSR1 handler", e))?;
     // A TERM sent while the worker booted is delivered now, to its handler.
     sys::restore_signals(&init.signal_mask).map_err(|e| Error::os("sigprocmask", e))?;
     let _ = hooks.0.stop.set(handle);

@@ -49,7 +49,8 @@ pub(crate) use process::{
     SingleThreaded,
 };
 pub(crate) use signal::{
-    block_signals, count_signal, restore_signals, shutdown_read_on_signal, StopSlots,
+    block_signals, count_signal, realtime_signals, restore_signals, shutdown_read_on_signal,
+    StopSlots,
 };
 pub(crate) use thread::spawn_detached;
 

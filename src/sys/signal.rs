@@ -13,18 +13,22 @@ use std::thread::LocalKey;
 
 use nix::sys::signal::{pthread_sigmask, SigSet, SigmaskHow, Signal};
 
-/// Makes every delivery of `sig` add one to `counter` (and run no other
-/// code), so a loop can later handle each signal as many times as it came.
-pub(crate) fn count_signal(
-    sig: Signal,
-    counter: Arc<AtomicUsize>,
-) -> io::Result<signal_hook::SigId> {
+/// Makes every delivery of signal number `sig` (realtime ones too) add one
+/// to `counter` (and run no other code), so a loop can later handle each
+/// signal as many times as it came.
+pub(crate) fn count_signal(sig: i32, counter: Arc<AtomicUsize>) -> io::Result<signal_hook::SigId> {
     let action = move || {
         counter.fetch_add(1, Ordering::SeqCst);
     };
     // SAFETY: the action only increments a lock-free atomic: async-signal-safe,
     // no allocation, no lock.
-    unsafe { signal_hook::low_level::register(sig as i32, action) }
+    unsafe { signal_hook::low_level::register(sig, action) }
+}
+
+/// The realtime signals' numbers (SIGRTMIN to SIGRTMAX, as libc reserves
+/// the first few for itself).
+pub(crate) fn realtime_signals() -> std::ops::RangeInclusive<i32> {
+    libc::SIGRTMIN()..=libc::SIGRTMAX()
 }
 
 /// Where a stop signal finds the connection to wake: the state
