@@ -1,5 +1,6 @@
 //! `sockserv`: serve a built-in service over any transport and policy.
 
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -73,11 +74,17 @@ fn config(a: &Args) -> Result<ServeConfig, String> {
     Ok(cfg)
 }
 
+/// The state directory chat and files fall back on (see `default_state_dir`).
+fn state_dir() -> Result<PathBuf, String> {
+    socketserver::services::default_state_dir().map_err(|e| e.to_string())
+}
+
 fn service(a: &Args) -> Result<ServiceKind, String> {
-    let accounts = |svc: &str| {
-        a.accounts
-            .clone()
-            .ok_or_else(|| format!("--service {svc} needs --accounts FILE"))
+    let accounts = || -> Result<PathBuf, String> {
+        match &a.accounts {
+        Some(f) => Ok(f.clone()),
+        None => Ok(state_dir()?.join("accounts")),
+        }
     };
     Ok(match a.service {
         ServiceArg::Builtin(Builtin::Delay(_)) => {
@@ -88,16 +95,16 @@ fn service(a: &Args) -> Result<ServiceKind, String> {
         }
         ServiceArg::Builtin(other) => ServiceKind::Builtin(other),
         ServiceArg::Chat => ServiceKind::Chat(ChatConfig {
-            accounts: accounts("chat")?,
+            accounts: accounts()?,
             kdf: a.hash_cost,
             session_timeout: secs(a.session_timeout).unwrap_or_default(),
         }),
         ServiceArg::Files => ServiceKind::Files(FilesConfig {
-            root: a
-                .files_root
-                .clone()
-                .ok_or("--service files needs --files-root DIR")?,
-            accounts: accounts("files")?,
+            root: match &a.files_root {
+                Some(d) => d.clone(),
+                None => state_dir()?.join("files"),
+            },
+            accounts: accounts()?,
             max_frame: usize::try_from(a.max_frame).map_err(|_| "--max-frame is too large")?,
             max_file_size: a.max_file_size,
             quota: a.quota,
@@ -145,9 +152,15 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let result = if args.check {
-        check(&serve, &sup).map(|()| 0)
-    } else if args.no_supervisor {
+    if args.check {
+        return check(&args, &serve, &sup);
+    }
+    if let Err(e) = prepare_state(&args, &serve) {
+        slog::crit!(log, "sockserv cannot start"; "error" => %e);
+        eprintln!("sockserv: {e}");
+        return ExitCode::FAILURE;
+    }
+    let result = if args.no_supervisor {
         serve_foreground(&serve, &log).map(|()| 0)
     } else {
         sup.run(&log, |builder| serve.configure(builder, &log))
@@ -162,10 +175,74 @@ fn main() -> ExitCode {
     }
 }
 
-/// `--check`: the flags parsed; now try the address (bind and release an
-/// IP port; for a Unix path, the stale-socket rules without binding).
-fn check(serve: &ServeConfig, sup: &Supervisor) -> socketserver::Result<()> {
-    socketserver::socket::check_bindable(serve.transport, &serve.listen, &serve.bind)?;
+/// Before serving: the default state directories exist (mode 0700), and
+/// what chat and files will write is writable, so a bad directory fails
+/// now rather than at the first `/register`.
+fn prepare_state(a: &Args, serve: &ServeConfig) -> socketserver::Result<()> {
+    use socketserver::services::create_private_dir;
+    match &serve.service {
+        ServiceKind::Chat(c) if a.accounts.is_none() => {
+            create_private_dir(c.accounts.parent().unwrap_or(Path::new(".")))?
+        }
+        ServiceKind::Files(f) => {
+            if a.accounts.is_none() {
+                create_private_dir(f.accounts.parent().unwrap_or(Path::new(".")))?;
+            }
+            if a.files_root.is_none() {
+                create_private_dir(&f.root)?;
+            }
+        }
+        _ => {}
+    }
+    match serve.preflight().into_iter().next() {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
+/// `--check`, like `nginx -t`: proves the configuration can start. The
+/// flags parsed (and the log file opened); now the address binds (an IP
+/// port is bound and released; a Unix path gets the stale-socket rules),
+/// the pid file's directory is writable, and what chat and files write is
+/// writable. Every failure is printed, each on its own line; exit 1.
+fn check(a: &Args, serve: &ServeConfig, sup: &Supervisor) -> ExitCode {
+    use socketserver::services::{check_writable_dir, check_writable_file};
+    let mut failed: Vec<String> = Vec::new();
+    if let Err(e) = socketserver::socket::check_bindable(serve.transport, &serve.listen, &serve.bind) {
+        failed.push(e.to_string());
+    }
+    if let Some(pid) = &a.pid_file {
+        let dir = pid.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        if let Err(e) = check_writable_dir("--pid-file's directory", dir) {
+            failed.push(e.to_string());
+        }
+    }
+    let defaults = matches!(serve.service, ServiceKind::Chat(_) | ServiceKind::Files(_))
+        && a.accounts.is_none();
+    for e in serve.preflight() {
+        // The default state directory is created at start if missing: then
+        // it is enough that it can be.
+        if defaults && e.to_string().contains("No such file") {
+            let dir = state_dir().unwrap_or_default();
+            if let Err(e) = socketserver::services::check_creatable_dir("state directory", &dir) {
+                failed.push(e.to_string());
+            }
+            continue;
+        }
+        failed.push(e.to_string());
+    }
+    if let Some(f) = &a.log_file {
+        if let Err(e) = check_writable_file("--log-file", f) {
+            failed.push(e.to_string());
+        }
+    }
+    failed.dedup();
+    if !failed.is_empty() {
+        for f in &failed {
+            eprintln!("sockserv: {f}");
+        }
+        return ExitCode::FAILURE;
+    }
     println!(
         "sockserv: configuration ok: {} {} policy {} service {} workers {}",
         serve.transport,
@@ -174,5 +251,5 @@ fn check(serve: &ServeConfig, sup: &Supervisor) -> socketserver::Result<()> {
         serve.service.name(),
         sup.worker_count()
     );
-    Ok(())
+    ExitCode::SUCCESS
 }

@@ -230,3 +230,97 @@ pub fn serve_foreground(cfg: &ServeConfig, log: &Logger) -> Result<()> {
     info!(log, "stopped"; "handled" => server.context().handled());
     Ok(())
 }
+
+/// Where chat and files keep their state when no flag says:
+/// `$STATE_DIRECTORY` (systemd's `StateDirectory=`; its first entry),
+/// else `$XDG_STATE_HOME/sockserv`, else `~/.local/state/sockserv`.
+pub fn default_state_dir() -> Result<std::path::PathBuf> {
+    use std::path::PathBuf;
+    let nonempty = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty());
+    if let Some(dirs) = nonempty("STATE_DIRECTORY") {
+        let first = dirs.to_string_lossy().split(':').next().unwrap_or("").to_string();
+        return Ok(PathBuf::from(first));
+    }
+    if let Some(xdg) = nonempty("XDG_STATE_HOME") {
+        return Ok(PathBuf::from(xdg).join("sockserv"));
+    }
+    match nonempty("HOME") {
+        Some(home) => Ok(PathBuf::from(home).join(".local/state/sockserv")),
+        None => Err(Error::Config(
+            "no state directory: set --accounts, STATE_DIRECTORY, XDG_STATE_HOME or HOME".into(),
+        )),
+    }
+}
+
+/// Creates `dir` (and its parents) with mode 0700 if it is missing.
+pub fn create_private_dir(dir: &std::path::Path) -> Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|e| Error::socket("create directory", dir.display(), e))
+}
+
+/// Fails unless this process may write in directory `dir` (which exists).
+pub fn check_writable_dir(what: &str, dir: &std::path::Path) -> Result<()> {
+    let meta = std::fs::metadata(dir)
+        .map_err(|e| Error::Config(format!("{what} {}: {e}", dir.display())))?;
+    if !meta.is_dir() {
+        return Err(Error::Config(format!("{what} {}: not a directory", dir.display())));
+    }
+    nix::unistd::access(dir, nix::unistd::AccessFlags::W_OK | nix::unistd::AccessFlags::X_OK)
+        .map_err(|e| Error::Config(format!("{what} {}: not writable: {e}", dir.display())))
+}
+
+/// Fails unless `dir` is a writable directory, or is missing and could be
+/// created (its nearest existing ancestor is a writable directory).
+pub fn check_creatable_dir(what: &str, dir: &std::path::Path) -> Result<()> {
+    let mut probe = dir;
+    while !probe.exists() {
+        match probe.parent() {
+            Some(p) if !p.as_os_str().is_empty() => probe = p,
+            _ => return check_writable_dir(what, std::path::Path::new(".")),
+        }
+    }
+    check_writable_dir(what, probe).map_err(|e| {
+        if probe == dir {
+            e
+        } else {
+            Error::Config(format!("{e} (needed to create {})", dir.display()))
+        }
+    })
+}
+
+/// Fails unless `file` can be written: it exists and is writable, or its
+/// directory (which must exist) is writable.
+pub fn check_writable_file(what: &str, file: &std::path::Path) -> Result<()> {
+    if file.exists() {
+        return nix::unistd::access(file, nix::unistd::AccessFlags::W_OK)
+            .map_err(|e| Error::Config(format!("{what} {}: not writable: {e}", file.display())));
+    }
+    let dir = file
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(std::path::Path::new("."));
+    check_writable_dir(&format!("{what}'s directory"), dir)
+}
+
+impl ServeConfig {
+    /// What must hold before serving, checked by `--check` and at start
+    /// (not at the first request): the accounts file, or its directory, is
+    /// writable; the files root is a writable directory. Each failure names
+    /// the path and the reason.
+    pub fn preflight(&self) -> Vec<Error> {
+        let mut failed = Vec::new();
+        match &self.service {
+            ServiceKind::Builtin(_) => {}
+            ServiceKind::Chat(c) => failed.extend(check_writable_file("accounts file", &c.accounts).err()),
+            ServiceKind::Files(f) => {
+                failed.extend(check_writable_file("accounts file", &f.accounts).err());
+                failed.extend(check_creatable_dir("--files-root", &f.root).err());
+            }
+        }
+        failed
+    }
+}

@@ -21,7 +21,10 @@ use std::mem::MaybeUninit;
 use std::sync::Arc;
 
 pub use builtin::Builtin;
-pub use config::{serve_foreground, ServeConfig, ServiceKind};
+pub use config::{
+    check_creatable_dir, check_writable_dir, check_writable_file, create_private_dir, default_state_dir,
+    serve_foreground, ServeConfig, ServiceKind,
+};
 
 use crate::handler::{run_handler, Handler, HandlerFactory};
 use crate::request::{Request, StreamRequest};
