@@ -82,8 +82,8 @@ fn state_dir() -> Result<PathBuf, String> {
 fn service(a: &Args) -> Result<ServiceKind, String> {
     let accounts = || -> Result<PathBuf, String> {
         match &a.accounts {
-        Some(f) => Ok(f.clone()),
-        None => Ok(state_dir()?.join("accounts")),
+            Some(f) => Ok(f.clone()),
+            None => Ok(state_dir()?.join("accounts")),
         }
     };
     Ok(match a.service {
@@ -208,11 +208,16 @@ fn prepare_state(a: &Args, serve: &ServeConfig) -> socketserver::Result<()> {
 fn check(a: &Args, serve: &ServeConfig, sup: &Supervisor) -> ExitCode {
     use socketserver::services::{check_writable_dir, check_writable_file};
     let mut failed: Vec<String> = Vec::new();
-    if let Err(e) = socketserver::socket::check_bindable(serve.transport, &serve.listen, &serve.bind) {
+    if let Err(e) =
+        socketserver::socket::check_bindable(serve.transport, &serve.listen, &serve.bind)
+    {
         failed.push(e.to_string());
     }
     if let Some(pid) = &a.pid_file {
-        let dir = pid.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        let dir = pid
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
         if let Err(e) = check_writable_dir("--pid-file's directory", dir) {
             failed.push(e.to_string());
         }

@@ -70,16 +70,14 @@ fn main() -> ExitCode {
 }
 
 fn run(addr: &str, nets: &[String]) -> Result<(), Box<dyn Error>> {
-    let nets: Vec<&str> = nets.iter().map(String::as_str).collect();
-    let allow = AllowList::parse(&nets)?;
+    let allow = AllowList::parse(nets)?;
     let addr = Transport::Tcp.parse_address(addr)?;
     let mut server = ServerBuilder::new(Transport::Tcp, addr)
         .policy(Policy::THREAD)
         .hooks(Admit(allow))
         .build(stream(|| Echo))?;
     let stop = server.shutdown_handle();
-    stop.stop_on_signal(Signal::SIGTERM)?;
-    stop.stop_on_signal(Signal::SIGINT)?;
+    stop.stop_on_signals(&[Signal::SIGTERM, Signal::SIGINT])?;
     println!("listening on {}", server.address());
     server.serve_forever(Duration::from_millis(500))?;
     server.close_gracefully(Duration::from_secs(5));

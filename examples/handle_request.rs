@@ -14,11 +14,11 @@
 use std::error::Error;
 use std::io::{self, BufRead};
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
-use socketserver::{stream, Hooks, ServerBuilder, Signal, StreamHandler, StreamRequest, Transport};
+use socketserver::{
+    stream, Handled, Hooks, ServerBuilder, Signal, StreamHandler, StreamRequest, Transport,
+};
 
 /// Answers one line with itself.
 struct EchoLine;
@@ -31,12 +31,11 @@ impl StreamHandler for EchoLine {
     }
 }
 
-/// `handle_timeout` overridden: say so, and count.
-struct Timeouts(Arc<AtomicU64>);
+/// `handle_timeout` overridden: say so.
+struct Timeouts;
 
 impl Hooks for Timeouts {
     fn handle_timeout(&self) {
-        self.0.fetch_add(1, Ordering::Relaxed);
         println!("timeout");
     }
 }
@@ -62,23 +61,17 @@ fn main() -> ExitCode {
 
 fn run(addr: &str, count: u64, timeout: Duration) -> Result<(), Box<dyn Error>> {
     let addr = Transport::Tcp.parse_address(addr)?;
-    let timeouts = Arc::new(AtomicU64::new(0));
     let mut server = ServerBuilder::new(Transport::Tcp, addr)
         .timeout(Some(timeout))
         .idle_timeout(Some(timeout)) // nor may a silent client hold it longer
-        .hooks(Timeouts(Arc::clone(&timeouts)))
+        .hooks(Timeouts)
         .build(stream(|| EchoLine))?;
     let stop = server.shutdown_handle();
-    stop.stop_on_signal(Signal::SIGTERM)?;
-    stop.stop_on_signal(Signal::SIGINT)?;
+    stop.stop_on_signals(&[Signal::SIGTERM, Signal::SIGINT])?;
     println!("listening on {}", server.address());
     for _ in 0..count {
-        let before = (server.context().handled(), timeouts.load(Ordering::Relaxed));
-        server.handle_request()?;
-        // handle_request returns () whether it served, timed out or was
-        // stopped: neither counter moving means a stop signal came.
-        if (server.context().handled(), timeouts.load(Ordering::Relaxed)) == before {
-            break;
+        if server.handle_request()? == Handled::Stopped {
+            break; // SIGTERM or SIGINT
         }
     }
     Ok(())

@@ -13,8 +13,7 @@
 
 use std::io;
 
-use slog::Level;
-use socketserver::log::{stderr_logger, LogFormat};
+use socketserver::log::{stderr_logger, Level, LogFormat};
 use socketserver::{stream, Policy, StreamHandler, StreamRequest, Supervisor, Transport};
 
 /// Sends every byte back.

@@ -24,15 +24,16 @@ struct Upper;
 
 impl StreamHandler for Upper {
     fn handle(&mut self, conn: &mut StreamRequest) -> io::Result<()> {
+        // Python's rfile and wfile in one: the reader buffers lines and
+        // writes go straight to the client.
+        let mut rw = conn.reader();
         let mut line = Vec::new();
         loop {
-            // `reader()` borrows the connection, so take one per line: bytes
-            // it buffered past the line stay in the connection for the next.
             line.clear();
-            if conn.reader().read_until(b'\n', &mut line)? == 0 {
+            if rw.read_until(b'\n', &mut line)? == 0 {
                 return Ok(()); // the client closed
             }
-            write!(conn, "{}", String::from_utf8_lossy(&line).to_uppercase())?;
+            write!(rw, "{}", String::from_utf8_lossy(&line).to_uppercase())?;
         }
     }
 }
@@ -56,8 +57,7 @@ fn run() -> Result<(), Box<dyn Error>> {
         .policy(Policy::THREAD)
         .build(stream(|| Upper))?;
     let stop = server.shutdown_handle();
-    stop.stop_on_signal(Signal::SIGTERM)?;
-    stop.stop_on_signal(Signal::SIGINT)?;
+    stop.stop_on_signals(&[Signal::SIGTERM, Signal::SIGINT])?;
     println!("listening on {}", server.address());
     server.serve_forever(Duration::from_millis(500))?;
     // Blocked reads see end-of-file; each thread finishes its line and ends.

@@ -70,8 +70,7 @@ fn run() -> Result<(), Box<dyn Error>> {
     let addr = Transport::Udp.parse_address(&arg)?;
     let mut server = ServerBuilder::new(Transport::Udp, addr).build(datagram(|| Time))?;
     let stop = server.shutdown_handle();
-    stop.stop_on_signal(Signal::SIGTERM)?;
-    stop.stop_on_signal(Signal::SIGINT)?;
+    stop.stop_on_signals(&[Signal::SIGTERM, Signal::SIGINT])?;
     println!("listening on {}", server.address());
     server.serve_forever(Duration::from_millis(500))?;
     Ok(())

@@ -130,9 +130,23 @@ impl ShutdownHandle {
     /// sets the stop flag and writes one byte to the wake-up socket), and
     /// shut down the read side of a connection served on the main thread
     /// (Sync policy), so a handler blocked in `read` finishes too.
-    pub fn stop_on_signal(&self, sig: Signal) -> io::Result<()> {
-        signal_hook::flag::register(sig as i32, self.control.stop_flag())?;
-        signal_hook::low_level::pipe::register(sig as i32, self.control.wake_sender()?)?;
-        crate::watch::on_stop_signal(sig)
+    pub fn stop_on_signal(&self, sig: Signal) -> crate::Result<()> {
+        let install = || -> io::Result<()> {
+            signal_hook::flag::register(sig as i32, self.control.stop_flag())?;
+            signal_hook::low_level::pipe::register(sig as i32, self.control.wake_sender()?)?;
+            crate::watch::on_stop_signal(sig)
+        };
+        install().map_err(|e| crate::Error::os("install a stop-signal handler", e))
+    }
+
+    /// [`stop_on_signal`](Self::stop_on_signal) for each of `sigs`, e.g.
+    /// `&[Signal::SIGTERM, Signal::SIGINT]`.
+    pub fn stop_on_signals(&self, sigs: &[Signal]) -> crate::Result<()> {
+        sigs.iter().try_for_each(|&s| self.stop_on_signal(s))
+    }
+
+    /// True once a stop was requested and the loop has not ended yet.
+    pub fn stop_requested(&self) -> bool {
+        self.control.stop_requested()
     }
 }

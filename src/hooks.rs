@@ -48,12 +48,19 @@ pub struct AllowList {
 
 impl AllowList {
     /// Parses networks such as `127.0.0.0/8`, `::1/128` or a bare address.
-    pub fn parse(specs: &[&str]) -> Result<AllowList, crate::Error> {
+    /// Takes any list of strings: `&["10.0.0.0/8"]`, a `Vec<String>`, an
+    /// iterator of arguments.
+    pub fn parse<I, S>(specs: I) -> Result<AllowList, crate::Error>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
         let mut nets = Vec::new();
         for spec in specs {
+            let spec = spec.as_ref();
             let (ip, len) = match spec.split_once('/') {
                 Some((ip, len)) => (ip, Some(len)),
-                None => (*spec, None),
+                None => (spec, None),
             };
             let ip: std::net::IpAddr = ip
                 .parse()
@@ -113,7 +120,7 @@ mod tests {
 
     #[test]
     fn allow_list_matches_prefixes() {
-        let list = AllowList::parse(&["127.0.0.0/8", "::1"]).unwrap();
+        let list = AllowList::parse(["127.0.0.0/8", "::1"]).unwrap();
         let ok: Address = "127.9.9.9:1"
             .parse::<std::net::SocketAddr>()
             .unwrap()
@@ -123,6 +130,6 @@ mod tests {
         assert!(list.admits(&ok));
         assert!(list.admits(&v6));
         assert!(!list.admits(&no));
-        assert!(AllowList::parse(&["1.2.3.4/33"]).is_err());
+        assert!(AllowList::parse(["1.2.3.4/33"]).is_err());
     }
 }

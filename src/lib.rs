@@ -109,6 +109,6 @@ pub use hooks::{AllowList, DefaultHooks, Hooks};
 pub use nix::sys::signal::Signal;
 pub use policy::Policy;
 pub use request::{DatagramRequest, Request, ServerContext, StreamRequest};
-pub use server::{Server, ServerBuilder};
+pub use server::{Handled, Server, ServerBuilder};
 pub use socket::{BindOptions, Listener};
 pub use supervisor::Supervisor;

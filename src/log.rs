@@ -29,7 +29,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use slog::{o, Drain, Key, Level, Logger, OwnedKVList, Record, KV};
+use slog::{o, Drain, Key, OwnedKVList, Record, KV};
+
+/// The logging crate the library logs through, for its macros
+/// (`slog::info!(log, "msg"; "key" => value)`).
+pub use slog;
+pub use slog::{Level, Logger};
 
 /// Output format of the log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

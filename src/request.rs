@@ -338,6 +338,22 @@ impl Read for Reader<'_> {
     }
 }
 
+/// Writes go straight to the connection, so one reader serves a
+/// request-reply loop: `reader.read_line(..)`, then `writeln!(reader, ..)`.
+impl Write for Reader<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.req.write(buf)
+    }
+
+    fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
+        self.req.write_all(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
 impl BufRead for Reader<'_> {
     fn fill_buf(&mut self) -> io::Result<&[u8]> {
         let r = &mut *self.req;

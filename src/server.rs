@@ -189,6 +189,18 @@ struct Backoff {
     failures: u64,
 }
 
+/// What one [`Server::handle_request`] call did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Handled {
+    /// A request was taken and run under the policy (or refused by
+    /// `verify_request`).
+    Served,
+    /// None came within the timeout; `handle_timeout` was called.
+    TimedOut,
+    /// A stop was requested; nothing was taken.
+    Stopped,
+}
+
 /// A socket server. See the module docs for the lifecycle.
 pub struct Server {
     listener: Option<Listener>,
@@ -270,27 +282,29 @@ impl Server {
     }
 
     /// Handles one request, waiting up to the builder's `timeout` for it;
-    /// calls `handle_timeout` when none arrives in time. Returns early when
-    /// a stop is requested.
-    pub fn handle_request(&mut self) -> Result<()> {
+    /// calls `handle_timeout` when none arrives in time. Returns at once,
+    /// with [`Handled::Stopped`], once a stop was requested (by
+    /// [`ShutdownHandle`] or a signal registered with it): a loop of
+    /// `handle_request` calls ends on `Stopped`, as `serve_forever` does.
+    pub fn handle_request(&mut self) -> Result<Handled> {
         self.runner.begin()?;
         let deadline = self.timeout.map(|t| Instant::now() + t);
         loop {
+            if self.control.stop_requested() {
+                return Ok(Handled::Stopped);
+            }
             let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
             if left == Some(Duration::ZERO) {
                 self.handle_timeout();
-                return Ok(());
+                return Ok(Handled::TimedOut);
             }
             let ready = self.wait(left);
             if ready {
                 // Nothing pending after all (another process took it): wait on.
                 if self.handle_request_noblock() {
-                    return Ok(());
+                    return Ok(Handled::Served);
                 }
                 continue;
-            }
-            if self.control.stop_requested() {
-                return Ok(());
             }
             self.runner.reap(&self.dispatch);
         }

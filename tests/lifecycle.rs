@@ -173,7 +173,7 @@ fn verify_request_rejects_a_client_before_any_handler_runs() {
     let made = Arc::clone(&ran);
     let addr = Transport::Tcp.parse_address("127.0.0.1:0").unwrap();
     let mut server = ServerBuilder::new(Transport::Tcp, addr)
-        .hooks(AllowList::parse(&["10.0.0.0/8"]).unwrap())
+        .hooks(AllowList::parse(["10.0.0.0/8"]).unwrap())
         .timeout(Some(Duration::from_secs(5)))
         .build(move || Counted(Arc::clone(&made)))
         .unwrap();

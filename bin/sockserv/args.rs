@@ -171,7 +171,7 @@ fn parse_mode(s: &str) -> Result<u32, String> {
 
 /// `--allow`: checked as a network here, kept as typed.
 fn parse_network(s: &str) -> Result<String, String> {
-    socketserver::AllowList::parse(&[s]).map_err(|e| e.to_string())?;
+    socketserver::AllowList::parse([s]).map_err(|e| e.to_string())?;
     Ok(s.to_string())
 }
 

@@ -107,8 +107,7 @@ impl ServeConfig {
         if self.allow.is_empty() {
             return Ok(None);
         }
-        let specs: Vec<&str> = self.allow.iter().map(String::as_str).collect();
-        AllowList::parse(&specs).map(Some)
+        AllowList::parse(&self.allow).map(Some)
     }
 
     /// Sets this configuration's policy, timeouts, allow-list and logger on
@@ -211,11 +210,9 @@ impl Service for AbortOn {
 pub fn serve_foreground(cfg: &ServeConfig, log: &Logger) -> Result<()> {
     let mut server = cfg.build(log)?;
     let handle = server.shutdown_handle();
-    for sig in [Signal::SIGTERM, Signal::SIGINT] {
-        handle
-            .stop_on_signal(sig)
-            .map_err(|e| Error::os("install signal handler", e))?;
-    }
+    handle.stop_on_signals(&[Signal::SIGTERM, Signal::SIGINT])?;
+    crate::log::reopen_on_signal(Signal::SIGUSR1)
+        .map_err(|e| Error::os("install SIGUSR1 handler", e))?;
     info!(log, "listening";
           "addr" => %server.address(), "transport" => %cfg.transport,
           "policy" => cfg.policy.name(), "service" => cfg.service.name());
@@ -238,7 +235,12 @@ pub fn default_state_dir() -> Result<std::path::PathBuf> {
     use std::path::PathBuf;
     let nonempty = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty());
     if let Some(dirs) = nonempty("STATE_DIRECTORY") {
-        let first = dirs.to_string_lossy().split(':').next().unwrap_or("").to_string();
+        let first = dirs
+            .to_string_lossy()
+            .split(':')
+            .next()
+            .unwrap_or("")
+            .to_string();
         return Ok(PathBuf::from(first));
     }
     if let Some(xdg) = nonempty("XDG_STATE_HOME") {
@@ -267,10 +269,16 @@ pub fn check_writable_dir(what: &str, dir: &std::path::Path) -> Result<()> {
     let meta = std::fs::metadata(dir)
         .map_err(|e| Error::Config(format!("{what} {}: {e}", dir.display())))?;
     if !meta.is_dir() {
-        return Err(Error::Config(format!("{what} {}: not a directory", dir.display())));
+        return Err(Error::Config(format!(
+            "{what} {}: not a directory",
+            dir.display()
+        )));
     }
-    nix::unistd::access(dir, nix::unistd::AccessFlags::W_OK | nix::unistd::AccessFlags::X_OK)
-        .map_err(|e| Error::Config(format!("{what} {}: not writable: {e}", dir.display())))
+    nix::unistd::access(
+        dir,
+        nix::unistd::AccessFlags::W_OK | nix::unistd::AccessFlags::X_OK,
+    )
+    .map_err(|e| Error::Config(format!("{what} {}: not writable: {e}", dir.display())))
 }
 
 /// Fails unless `dir` is a writable directory, or is missing and could be
@@ -315,7 +323,9 @@ impl ServeConfig {
         let mut failed = Vec::new();
         match &self.service {
             ServiceKind::Builtin(_) => {}
-            ServiceKind::Chat(c) => failed.extend(check_writable_file("accounts file", &c.accounts).err()),
+            ServiceKind::Chat(c) => {
+                failed.extend(check_writable_file("accounts file", &c.accounts).err())
+            }
             ServiceKind::Files(f) => {
                 failed.extend(check_writable_file("accounts file", &f.accounts).err());
                 failed.extend(check_creatable_dir("--files-root", &f.root).err());

@@ -22,8 +22,8 @@ use std::sync::Arc;
 
 pub use builtin::Builtin;
 pub use config::{
-    check_creatable_dir, check_writable_dir, check_writable_file, create_private_dir, default_state_dir,
-    serve_foreground, ServeConfig, ServiceKind,
+    check_creatable_dir, check_writable_dir, check_writable_file, create_private_dir,
+    default_state_dir, serve_foreground, ServeConfig, ServiceKind,
 };
 
 use crate::handler::{run_handler, Handler, HandlerFactory};

@@ -96,9 +96,7 @@ fn serve(cfg: &Supervisor, build: &dyn BuildServer, init: WorkerInit, log: &Logg
         .layer(Box::new(move |inner| layer.wrap(inner)));
     let mut server = build(builder)?;
     let handle = server.shutdown_handle();
-    handle
-        .stop_on_signal(Signal::SIGTERM)
-        .map_err(|e| Error::os("install SIGTERM handler", e))?;
+    handle.stop_on_signal(Signal::SIGTERM)?;
     // The master forwards USR1 (logrotate): reopen before the next record.
     crate::log::reopen_on_signal(Signal::SIGUSR1)
         .map_err(|e| Error::os("install SIGUSR1 handler", e))?;
