@@ -146,6 +146,12 @@ impl Listener {
         self.owned_path = None;
     }
 
+    /// Makes this listener remove its socket file on drop, as if it had
+    /// bound it (a master that inherited the socket in an upgrade).
+    pub(crate) fn claim_path(&mut self) {
+        self.owned_path = self.address.as_path().map(Path::to_path_buf);
+    }
+
     /// Removes the socket file this listener created, if any.
     pub fn remove_path(&mut self) {
         if let Some(path) = self.owned_path.take() {

@@ -16,8 +16,10 @@ use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 use slog::{crit, error, info, warn, Logger};
 
+use super::pidfile::PidFile;
 use super::restart::{RestartPolicy, Verdict, YOUNG};
 use super::signals::{self, Queued, SignalQueue};
+use super::upgrade::{Invocation, Notice, Progress, Upgrade};
 use super::worker::{self, beat, WorkerInit, BOOT_ERROR};
 use super::{systemd, BuildServer, Supervisor};
 use crate::error::{Error, Result};
@@ -60,6 +62,16 @@ pub(super) struct Master<'a> {
     ready_notified: bool,
     /// WINCH stopped the workers; HUP brings them back.
     winched: bool,
+    /// How this program was started, for USR2 to start it again.
+    invocation: Option<Invocation>,
+    /// The pid file, renamed during an upgrade.
+    pid_file: Option<PidFile>,
+    /// A USR2 upgrade in progress (the new master is our child).
+    upgrade: Option<Upgrade>,
+    /// Started by an upgrade: tell the old master once the workers serve.
+    notice: Option<Notice>,
+    /// A new master took over the socket: stop without removing it.
+    handed_over: bool,
     /// Checked at start; the master never starts a thread.
     single: sys::SingleThreaded,
 }
@@ -79,7 +91,13 @@ impl<'a> Master<'a> {
                 activated.len()
             )));
         }
+        let notice = Notice::from_env()?;
         let listener = match activated.pop() {
+            // Inherited from an upgrading master: ours to remove at exit.
+            Some(mut l) if notice.is_some() => {
+                l.claim_path();
+                Some(l)
+            }
             Some(l) => Some(l),
             None if cfg.reuse_port => None,
             None => Some(Listener::bind(cfg.transport, &cfg.address, &cfg.bind)?),
@@ -102,6 +120,11 @@ impl<'a> Master<'a> {
             halt: None,
             ready_notified: false,
             winched: false,
+            invocation: Invocation::current(),
+            pid_file: None,
+            upgrade: None,
+            notice,
+            handed_over: false,
             single,
         })
     }
@@ -116,7 +139,8 @@ impl<'a> Master<'a> {
 
     /// Runs until stopped; returns the process exit code (0, or 1 after a
     /// crash loop or a worker that could not boot).
-    pub(super) fn run(mut self) -> i32 {
+    pub(super) fn run(mut self, pid_file: Option<PidFile>) -> i32 {
+        self.pid_file = pid_file;
         info!(self.log, "listening";
               "addr" => self.address(), "transport" => %self.cfg.transport,
               "policy" => self.cfg.policy.name(), "service" => &self.cfg.name,
@@ -138,6 +162,7 @@ impl<'a> Master<'a> {
                 }
             }
             self.reap_workers();
+            self.check_upgrade();
             self.murder_workers();
             self.finish_reload();
         }
@@ -148,7 +173,13 @@ impl<'a> Master<'a> {
             }
             None => 0,
         };
-        // Dropping the listener removes the Unix socket file we created.
+        // Dropping the listener removes the Unix socket file we created,
+        // unless a new master serves on it now.
+        if self.handed_over {
+            if let Some(l) = &mut self.listener {
+                l.disown_path();
+            }
+        }
         self.listener = None;
         info!(self.log, "stopped"; "exit_code" => code);
         code
@@ -168,6 +199,9 @@ impl<'a> Master<'a> {
         let mut fds = vec![PollFd::new(self.signals.wake_source(), PollFlags::POLLIN)];
         for w in self.workers.iter().filter(|w| w.heartbeat_open) {
             fds.push(PollFd::new(w.heartbeat.as_fd(), PollFlags::POLLIN));
+        }
+        if let Some(u) = &self.upgrade {
+            fds.push(PollFd::new(u.wake_source(), PollFlags::POLLIN));
         }
         let ms = limit.as_millis().clamp(1, 1000) as u16;
         let _ = poll(&mut fds, PollTimeout::from(ms));
@@ -203,6 +237,12 @@ impl<'a> Master<'a> {
         let all_ready = self.current().all(|w| w.ready) && self.current().count() >= self.target;
         if !self.ready_notified && self.stop.is_none() && all_ready {
             self.ready_notified = true;
+            if let Some(notice) = self.notice.take() {
+                // Started by an upgrade: this process is the service now.
+                systemd::notify(&format!("MAINPID={}", std::process::id()));
+                notice.serving();
+                info!(self.log, "upgrade: serving; the old master stops now");
+            }
             systemd::notify("READY=1");
         }
     }
@@ -217,6 +257,7 @@ impl<'a> Master<'a> {
             Signal::SIGHUP if self.winched => self.resume(),
             Signal::SIGHUP => self.reload(),
             Signal::SIGUSR1 => self.reopen_logs(),
+            Signal::SIGUSR2 => self.begin_upgrade(),
             Signal::SIGWINCH => self.winch(),
             Signal::SIGTTIN => {
                 self.target += count;
@@ -283,6 +324,12 @@ impl<'a> Master<'a> {
         let forked = sys::fork(&self.single, |child| {
             child.close_inherited(master_end.as_raw_fd());
             self.signals.forget_in_worker(child);
+            if let Some(n) = &self.notice {
+                child.close_inherited(n.raw_fd());
+            }
+            if let Some(u) = &self.upgrade {
+                child.close_inherited(u.wake_source().as_raw_fd());
+            }
             self.workers.clear();
             let mut listener = self.listener.take();
             if let Some(l) = &mut listener {
@@ -336,6 +383,10 @@ impl<'a> Master<'a> {
             };
             // Whatever the worker left in its group (fork-policy children) goes too.
             let _ = kill(Pid::from_raw(-pid), Signal::SIGKILL);
+            if self.upgrade.as_ref().is_some_and(|u| u.pid == pid) {
+                self.upgrade_failed(&format!("the new master ended: {how}"));
+                continue;
+            }
             let Some(i) = self.workers.iter().position(|w| w.pid == pid) else {
                 continue;
             };
@@ -432,6 +483,89 @@ impl<'a> Master<'a> {
         }
     }
 
+    /// USR2: start the binary again on our socket (see `upgrade`).
+    fn begin_upgrade(&mut self) {
+        if self.upgrade.is_some() || self.handed_over || self.stop.is_some() {
+            warn!(self.log, "signal ignored"; "signal" => "USR2",
+                  "reason" => "an upgrade or a stop is in progress");
+            return;
+        }
+        let (Some(how), Some(listener)) = (&self.invocation, &self.listener) else {
+            warn!(
+                self.log,
+                "cannot upgrade: no binary path or no socket held \
+                             (--reuse-port)"
+            );
+            return;
+        };
+        if let Some(pf) = &mut self.pid_file {
+            let mut old = pf.path().as_os_str().to_owned();
+            old.push(".oldbin");
+            if let Err(e) = pf.rename(old.into()) {
+                error!(self.log, "cannot upgrade"; "error" => %e);
+                return;
+            }
+        }
+        match Upgrade::start(&self.single, how, listener) {
+            Ok(u) => {
+                info!(self.log, "upgrade: new master started"; "new_master" => u.pid,
+                      "binary" => %how.exe().display());
+                self.upgrade = Some(u);
+            }
+            Err(e) => {
+                error!(self.log, "cannot upgrade"; "error" => %e);
+                self.restore_pid_file();
+            }
+        }
+    }
+
+    /// Reads the new master's word, and gives up on one that is not
+    /// serving within the graceful timeout.
+    fn check_upgrade(&mut self) {
+        let Some(u) = &mut self.upgrade else {
+            return;
+        };
+        match u.progress() {
+            Progress::Ready => {
+                let pid = u.pid;
+                self.upgrade = None;
+                self.handed_over = true;
+                info!(self.log, "upgrade complete: the new master serves; stopping";
+                      "new_master" => pid);
+                self.begin_stop(false);
+            }
+            Progress::Gone => self.upgrade_failed("the new master exited before serving"),
+            Progress::Waiting if u.started.elapsed() > self.cfg.graceful_timeout => {
+                let pid = u.pid;
+                let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+                self.upgrade_failed("the new master was not serving within --graceful-timeout");
+            }
+            Progress::Waiting => {}
+        }
+    }
+
+    fn upgrade_failed(&mut self, why: &str) {
+        if self.upgrade.take().is_none() {
+            return;
+        }
+        self.restore_pid_file();
+        error!(self.log, "upgrade failed; still serving"; "reason" => why);
+    }
+
+    /// Gives the pid file back its name after an upgrade that did not happen.
+    fn restore_pid_file(&mut self) {
+        let Some(pf) = &mut self.pid_file else {
+            return;
+        };
+        let path = pf.path().to_path_buf();
+        let name = path.as_os_str().to_string_lossy();
+        if let Some(orig) = name.strip_suffix(".oldbin") {
+            if let Err(e) = pf.rename(orig.into()) {
+                error!(self.log, "cannot restore the pid file"; "error" => %e);
+            }
+        }
+    }
+
     /// WINCH, as nginx: the workers stop gracefully; the master keeps its
     /// socket (clients wait in the backlog) until HUP brings workers back.
     fn winch(&mut self) {
@@ -478,7 +612,14 @@ impl<'a> Master<'a> {
             (Some(Stop::Fast), _) | (Some(Stop::Graceful { .. }), false) => return,
             _ => {}
         }
-        systemd::notify("STOPPING=1");
+        if let Some(u) = self.upgrade.take() {
+            // Stopping mid-upgrade: the half-started master goes too.
+            let _ = kill(Pid::from_raw(u.pid), Signal::SIGKILL);
+            self.restore_pid_file();
+        }
+        if !self.handed_over {
+            systemd::notify("STOPPING=1");
+        }
         if fast {
             info!(self.log, "stopping"; "mode" => "fast", "workers" => self.workers.len());
             self.stop = Some(Stop::Fast);

@@ -31,17 +31,22 @@
 //! | INT, QUIT   | fast stop: workers and their children are killed         |
 //! | HUP         | reload: new workers start, then old ones stop gracefully |
 //! | TTIN / TTOU | one worker more / one fewer (never below one)            |
+//! | USR1        | reopen the log file here and in every worker             |
+//! | USR2        | upgrade in place: exec the binary again, hand it the socket |
+//! | WINCH       | workers stop gracefully; the socket stays; HUP resumes   |
 //! | CHLD        | reap, and restart as the restart policy says             |
+//! | ALRM, PROF, ... | logged and ignored (never a default death)           |
 //!
 //! Modules: `master` (the loop), `worker` (a worker's life), `signals`
-//! (the queue), `restart` (back-off, crash loop), `pidfile`, [`systemd`]
-//! (socket activation, sd_notify).
+//! (the queue), `restart` (back-off, crash loop), `upgrade` (USR2),
+//! `pidfile`, [`systemd`] (socket activation, sd_notify).
 
 mod master;
 mod pidfile;
 mod restart;
 mod signals;
 pub mod systemd;
+mod upgrade;
 mod worker;
 
 use std::path::PathBuf;
@@ -199,11 +204,11 @@ impl Supervisor {
     /// otherwise. `build` runs in the worker, never in the master.
     pub fn run(&self, log: &Logger, build: impl BuildServer) -> Result<i32> {
         let master = master::Master::new(self, &build, log.clone())?;
-        let _pid = self
+        let pid_file = self
             .pid_file
             .as_deref()
             .map(pidfile::PidFile::create)
             .transpose()?;
-        Ok(master.run())
+        Ok(master.run(pid_file))
     }
 }

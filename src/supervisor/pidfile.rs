@@ -44,6 +44,21 @@ impl PidFile {
     }
 }
 
+impl PidFile {
+    /// The file's current path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Renames the file to `to` (an upgrade's `PIDFILE.oldbin`, and back).
+    pub fn rename(&mut self, to: PathBuf) -> Result<()> {
+        fs::rename(&self.path, &to)
+            .map_err(|e| Error::socket("rename pid file", self.path.display(), e))?;
+        self.path = to;
+        Ok(())
+    }
+}
+
 impl Drop for PidFile {
     fn drop(&mut self) {
         if read_pid(&self.path) == Some(self.pid) {

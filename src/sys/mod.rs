@@ -41,7 +41,7 @@ mod thread;
 
 pub(crate) use net::{
     copy_uninit, recv_from_trunc, recv_into_spare, recv_uninit, set_tcp_nodelay, shutdown_read,
-    take_listen_fds,
+    take_listen_fds, take_upgrade_fd,
 };
 pub(crate) use pids::PidTable;
 pub(crate) use process::{

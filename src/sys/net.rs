@@ -127,3 +127,22 @@ impl Listener {
         Listener::from_fd(owned, transport)
     }
 }
+
+/// Set once [`take_upgrade_fd`] handed out the upgrade pipe.
+static UPGRADE_FD_TAKEN: AtomicBool = AtomicBool::new(false);
+
+/// Takes ownership of the pipe an upgrading master passed as `fd` (named
+/// by `SOCKSERV_UPGRADE_FD`). Only the first call gets it.
+pub(crate) fn take_upgrade_fd(fd: RawFd) -> Result<OwnedFd> {
+    if UPGRADE_FD_TAKEN.swap(true, Ordering::SeqCst) {
+        return Err(Error::Config("the upgrade pipe was already taken".into()));
+    }
+    syscall!(fcntl(fd, libc::F_GETFD)).map_err(|e| Error::Os {
+        op: "upgrade pipe",
+        source: io::Error::new(e.kind(), format!("fd {fd}: {e}")),
+    })?;
+    // SAFETY: fd is open (F_GETFD succeeded); the upgrading master passed it
+    // to this process for this use, and the once-flag makes this the only
+    // OwnedFd made for it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}

@@ -77,8 +77,25 @@ impl Sockserv {
         Sockserv::spawn_wrapped(&[], args)
     }
 
+    /// Starts the binary at `bin` (a copy of sockserv, say) with `ARGS
+    /// --log-format json` and waits for its "listening" line.
+    pub fn start_bin(bin: &Path, args: &[&str]) -> Sockserv {
+        let mut s = Sockserv::spawn_cmd(Command::new(bin), args);
+        let Some(line) = s.wait_log(Duration::from_secs(10), |l| {
+            l.contains("\"msg\":\"listening\"")
+        }) else {
+            let status = s.stop();
+            panic!(
+                "{bin:?} {args:?} did not start ({status:?}); log:\n{}",
+                s.log_text()
+            );
+        };
+        s.addr = json_field(&line, "addr").expect("listening line has addr");
+        s
+    }
+
     fn spawn_wrapped(wrapper: &[&str], args: &[&str]) -> Sockserv {
-        let mut cmd = match wrapper.split_first() {
+        let cmd = match wrapper.split_first() {
             Some((prog, rest)) => {
                 let mut c = Command::new(prog);
                 c.args(rest).arg(sockserv_bin());
@@ -86,6 +103,10 @@ impl Sockserv {
             }
             None => Command::new(sockserv_bin()),
         };
+        Sockserv::spawn_cmd(cmd, args)
+    }
+
+    fn spawn_cmd(mut cmd: Command, args: &[&str]) -> Sockserv {
         let mut child = cmd
             .args(args)
             .args(["--log-format", "json"])
