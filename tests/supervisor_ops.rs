@@ -94,17 +94,22 @@ fn sd_notify_reports_ready_then_stopping() {
         &["env", &env],
         &["--listen", "127.0.0.1:0", "--workers", "2"],
     );
-    let mut buf = [0u8; 256];
-    let n = notify.recv(&mut buf).unwrap();
-    assert_eq!(&buf[..n], b"READY=1");
+    // The next message other than STATUS= (see tests/systemd_notify.rs).
+    let next = || loop {
+        let mut buf = [0u8; 512];
+        let n = notify.recv(&mut buf).unwrap();
+        if !buf.starts_with(b"STATUS=") {
+            return buf[..n].to_vec();
+        }
+    };
+    assert_eq!(next(), b"READY=1");
     assert_eq!(
         common::workers(server.pid()).len(),
         2,
         "READY=1 before the workers serve"
     );
     server.signal(libc::SIGTERM);
-    let n = notify.recv(&mut buf).unwrap();
-    assert_eq!(&buf[..n], b"STOPPING=1");
+    assert_eq!(next(), b"STOPPING=1");
     assert!(server.wait_exit(Duration::from_secs(10)).unwrap().success());
 }
 

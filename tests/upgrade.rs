@@ -19,7 +19,11 @@ const LIMIT: Duration = Duration::from_secs(15);
 /// forks meanwhile inherits such a descriptor and makes exec fail with
 /// ETXTBSY.
 fn cp(from: &Path, to: &Path) {
-    let st = std::process::Command::new("cp").arg(from).arg(to).status().unwrap();
+    let st = std::process::Command::new("cp")
+        .arg(from)
+        .arg(to)
+        .status()
+        .unwrap();
     assert!(st.success(), "cp {from:?} {to:?}");
 }
 
@@ -145,7 +149,10 @@ fn usr2_to_a_binary_that_fails_keeps_the_old_master_serving() {
     let script = dir.path().join("failing");
     let st = std::process::Command::new("sh")
         .arg("-c")
-        .arg(format!("printf '#!/bin/sh\\nexit 1\\n' > {}", script.display()))
+        .arg(format!(
+            "printf '#!/bin/sh\\nexit 1\\n' > {}",
+            script.display()
+        ))
         .status()
         .unwrap();
     assert!(st.success());

@@ -60,6 +60,8 @@ pub(super) struct Master<'a> {
     stop: Option<Stop>,
     halt: Option<String>,
     ready_notified: bool,
+    /// READY, RELOADING, STOPPING, STATUS and WATCHDOG to systemd.
+    notifier: systemd::Notifier,
     /// WINCH stopped the workers; HUP brings them back.
     winched: bool,
     /// How this program was started, for USR2 to start it again.
@@ -119,6 +121,7 @@ impl<'a> Master<'a> {
             stop: None,
             halt: None,
             ready_notified: false,
+            notifier: systemd::Notifier::from_env(),
             winched: false,
             invocation: Invocation::current(),
             pid_file: None,
@@ -165,6 +168,8 @@ impl<'a> Master<'a> {
             self.check_upgrade();
             self.murder_workers();
             self.finish_reload();
+            self.notifier.watchdog();
+            self.notifier.status(self.status_line());
         }
         let code = match &self.halt {
             Some(reason) => {
@@ -189,6 +194,9 @@ impl<'a> Master<'a> {
         let mut limit = Duration::from_secs(1);
         if let Some(t) = self.cfg.worker_timeout {
             limit = limit.min(t / 4);
+        }
+        if let Some(ping) = self.notifier.wake_within() {
+            limit = limit.min(ping);
         }
         if let Some(at) = self.restart.next_spawn() {
             let left = at.saturating_duration_since(Instant::now());
@@ -243,7 +251,7 @@ impl<'a> Master<'a> {
                 notice.serving();
                 info!(self.log, "upgrade: serving; the old master stops now");
             }
-            systemd::notify("READY=1");
+            self.notifier.ready();
         }
     }
 
@@ -466,9 +474,28 @@ impl<'a> Master<'a> {
             return;
         }
         self.generation += 1;
-        systemd::notify("RELOADING=1");
+        self.notifier.reloading();
         self.ready_notified = false;
         info!(self.log, "reload"; "generation" => self.generation, "workers" => self.target);
+    }
+
+    /// The STATUS= line: what serves, with which policy.
+    fn status_line(&self) -> String {
+        let ready = self.current().filter(|w| w.ready).count();
+        let state = match (&self.stop, self.winched, &self.upgrade) {
+            (Some(_), _, _) => "stopping",
+            (None, true, _) => "workers parked (WINCH); HUP resumes",
+            (None, false, Some(_)) => "upgrading",
+            (None, false, None) if ready >= self.target => "serving",
+            _ => "starting",
+        };
+        format!(
+            "{state}: {ready}/{} workers ready, policy {}, service {}, generation {}",
+            self.target,
+            self.cfg.policy.name(),
+            self.cfg.name,
+            self.generation
+        )
     }
 
     /// USR1: reopen the log file here, and have every worker reopen its own.
@@ -618,7 +645,7 @@ impl<'a> Master<'a> {
             self.restore_pid_file();
         }
         if !self.handed_over {
-            systemd::notify("STOPPING=1");
+            self.notifier.stopping();
         }
         if fast {
             info!(self.log, "stopping"; "mode" => "fast", "workers" => self.workers.len());

@@ -1,7 +1,10 @@
 //! systemd integration: socket activation (`LISTEN_FDS` / `LISTEN_PID`) and
-//! readiness notification (`NOTIFY_SOCKET`, `sd_notify(3)`).
+//! the notify protocol (`NOTIFY_SOCKET`, `sd_notify(3)`): READY, RELOADING
+//! with MONOTONIC_USEC (`Type=notify-reload`), STOPPING once, STATUS, and
+//! WATCHDOG pings when `WATCHDOG_USEC` asks for them.
 
 use std::os::unix::net::UnixDatagram;
+use std::time::{Duration, Instant};
 
 use crate::addr::Transport;
 use crate::error::{Error, Result};
@@ -58,4 +61,83 @@ pub fn notify(state: &str) -> bool {
         None => sock.send_to(state.as_bytes(), &path),
     };
     sent.is_ok()
+}
+
+/// What the master tells the service manager, and when.
+#[derive(Debug)]
+pub(crate) struct Notifier {
+    stopping_sent: bool,
+    status: String,
+    /// Half the watchdog interval, when the manager set one for us.
+    ping_every: Option<Duration>,
+    last_ping: Instant,
+}
+
+impl Notifier {
+    /// Reads `WATCHDOG_USEC` (and `WATCHDOG_PID`, which must name this
+    /// process if set).
+    pub(crate) fn from_env() -> Notifier {
+        let pid_ok = std::env::var("WATCHDOG_PID")
+            .ok()
+            .is_none_or(|p| p.trim().parse::<u32>().ok() == Some(std::process::id()));
+        let usec = std::env::var("WATCHDOG_USEC")
+            .ok()
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .filter(|&u| u > 0 && pid_ok);
+        Notifier {
+            stopping_sent: false,
+            status: String::new(),
+            ping_every: usec.map(|u| Duration::from_micros(u) / 2),
+            last_ping: Instant::now(),
+        }
+    }
+
+    /// How long the master may sleep before the next watchdog ping.
+    pub(crate) fn wake_within(&self) -> Option<Duration> {
+        self.ping_every
+            .map(|every| every.saturating_sub(self.last_ping.elapsed()))
+    }
+
+    /// Sends WATCHDOG=1 when half the interval has passed.
+    pub(crate) fn watchdog(&mut self) {
+        if let Some(every) = self.ping_every {
+            if self.last_ping.elapsed() >= every {
+                self.last_ping = Instant::now();
+                notify("WATCHDOG=1");
+            }
+        }
+    }
+
+    /// The workers serve (at start, or the new generation after a reload).
+    pub(crate) fn ready(&mut self) {
+        notify("READY=1");
+    }
+
+    /// A reload begins (`Type=notify-reload` wants the clock with it).
+    pub(crate) fn reloading(&mut self) {
+        notify(&format!("RELOADING=1\nMONOTONIC_USEC={}", monotonic_usec()));
+    }
+
+    /// The master is stopping: sent once, however many stop signals come.
+    pub(crate) fn stopping(&mut self) {
+        if !std::mem::replace(&mut self.stopping_sent, true) {
+            notify("STOPPING=1");
+        }
+    }
+
+    /// A one-line status (`systemctl status` shows it), sent when it changes.
+    pub(crate) fn status(&mut self, line: String) {
+        if line != self.status {
+            notify(&format!("STATUS={line}"));
+            self.status = line;
+        }
+    }
+}
+
+/// CLOCK_MONOTONIC in microseconds, as systemd reads it.
+fn monotonic_usec() -> u64 {
+    match nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC) {
+        Ok(ts) => ts.tv_sec() as u64 * 1_000_000 + ts.tv_nsec() as u64 / 1_000,
+        Err(_) => 0,
+    }
 }
