@@ -34,12 +34,12 @@ fn the_units_verify_without_warnings() {
         );
         text = text.replace("/usr/local/bin/sockserv", common::sockserv_bin());
         if unit == "sockserv.service" {
-            assert!(text.contains("Type=notify-reload"), "{unit}");
+            assert!(text.contains("\nType=notify-reload\n"), "{unit}");
         }
         if version < 253 {
             text = text.replace(
-                "Type=notify-reload",
-                "Type=notify\nExecReload=/bin/kill -HUP $MAINPID",
+                "\nType=notify-reload\n",
+                "\nType=notify\nExecReload=/bin/kill -HUP $MAINPID\n",
             );
         }
         std::fs::write(dir.path().join(unit), text).unwrap();
