@@ -48,7 +48,7 @@ const HOT_FUNCTIONS: [&str; 19] = [
     "<socketserver::services::builtin::Builtin as socketserver::services::Service>::framing",
     "<socketserver::services::builtin::Builtin as socketserver::services::Service>::respond_in_place",
     "socketserver::watch::stop_action_registered",
-    "socketserver::request::StreamRequest::note_read",
+    "socketserver::sys::process::set_name",
     "socketserver::sys::process::fork",
     "socketserver::sys::process::exit_now",
     "socketserver::sys::process::ForkChild::close_inherited",
@@ -58,13 +58,26 @@ const HOT_FUNCTIONS: [&str; 19] = [
     "socketserver::sys::signal::restore_signals",
 ];
 
+/// The functions that must have a symbol of their own, so the section
+/// check cannot pass vacuously: the fork, the child's body, the request's
+/// dispatch. Whether the compiler inlines the others changes with any edit
+/// nearby; a tagged function it keeps out of line must lie in the section,
+/// one it inlines lives in its (tagged) caller.
+const ANCHORS: [&str; 4] = [
+    "socketserver::sys::process::fork",
+    "socketserver::policy::fork::ForkRunner::run_child",
+    "socketserver::dispatch::Dispatch::finish",
+    "<socketserver::services::ServiceFactory as socketserver::handler::HandlerFactory>::serve",
+];
+
 /// Tagged functions the release build inlines into their (tagged) callers,
 /// so they have no symbol (checked with `nm` at the commit that moved the
 /// request types to `request.rs`): `serve_stream` and `serve_chunks` into
 /// `Serving::handle`, `run_handler` into `ServiceFactory::serve`, the
 /// `Watch` and socket-option helpers into `Dispatch` and `StreamRequest`.
 /// Should one get a symbol again, it must lie in the hot section too.
-const INLINED_HOT_FUNCTIONS: [&str; 11] = [
+const INLINED_HOT_FUNCTIONS: [&str; 12] = [
+    "socketserver::request::StreamRequest::note_read",
     "socketserver::services::Serving::serve_stream",
     "socketserver::services::Serving::serve_chunks",
     "socketserver::handler::run_handler",
@@ -131,9 +144,9 @@ fn the_child_path_lies_in_the_hot_text_section() {
     let mut problems = Vec::new();
     for name in HOT_FUNCTIONS.iter().chain(&INLINED_HOT_FUNCTIONS) {
         let found: Vec<&Symbol> = symbols.iter().filter(|s| s.name == *name).collect();
-        if found.is_empty() && HOT_FUNCTIONS.contains(name) {
+        if found.is_empty() && ANCHORS.contains(name) {
             problems.push(format!(
-                "{name}: no symbol (renamed, or now inlined: then move it to INLINED_HOT_FUNCTIONS)"
+                "{name}: no symbol; the check needs these few to stay out of line"
             ));
         }
         for s in found {

@@ -37,6 +37,8 @@ pub(crate) struct ForkRunner {
     pub(super) single: sys::SingleThreaded,
     /// This process's pid, for children to check their parent against.
     pub(super) pid: u32,
+    /// What children call themselves in `ps` (`sockserv child`).
+    pub(super) child_name: std::ffi::CString,
 }
 
 impl ForkRunner {
@@ -75,6 +77,7 @@ impl ForkRunner {
             caller_blocked_sigchld,
             single,
             pid: std::process::id(),
+            child_name: sys::process_name("child"),
         })
     }
 
@@ -141,6 +144,7 @@ impl ForkRunner {
         if sys::parent_pid() != self.pid {
             return 1; // the parent died before prctl took effect
         }
+        sys::set_name(&self.child_name);
         if matches!(incoming, Incoming::Stream { .. }) {
             if let Some(fd) = self.listener_fd {
                 // Without this, a long-lived child would keep the port open

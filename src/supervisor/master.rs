@@ -64,6 +64,8 @@ pub(super) struct Master<'a> {
     notifier: systemd::Notifier,
     /// WINCH stopped the workers; HUP brings them back.
     winched: bool,
+    /// Workers started so far (each worker's number in `ps`).
+    spawned: u64,
     /// How this program was started, for USR2 to start it again.
     invocation: Option<Invocation>,
     /// The pid file, renamed during an upgrade.
@@ -123,6 +125,7 @@ impl<'a> Master<'a> {
             ready_notified: false,
             notifier: systemd::Notifier::from_env(),
             winched: false,
+            spawned: 0,
             invocation: Invocation::current(),
             pid_file: None,
             upgrade: None,
@@ -144,6 +147,7 @@ impl<'a> Master<'a> {
     /// crash loop or a worker that could not boot).
     pub(super) fn run(mut self, pid_file: Option<PidFile>) -> i32 {
         self.pid_file = pid_file;
+        sys::set_name(&sys::process_name("master"));
         info!(self.log, "listening";
               "addr" => self.address(), "transport" => %self.cfg.transport,
               "policy" => self.cfg.policy.name(), "service" => &self.cfg.name,
@@ -329,6 +333,8 @@ impl<'a> Master<'a> {
         // code. It drops what only the master needs (the signal handlers
         // and their pipe, every heartbeat channel) and takes the listener.
         let (cfg, build, log) = (self.cfg, self.build, &self.log);
+        self.spawned += 1;
+        let (age, generation) = (self.spawned, self.generation);
         let forked = sys::fork(&self.single, |child| {
             child.close_inherited(master_end.as_raw_fd());
             self.signals.forget_in_worker(child);
@@ -343,6 +349,7 @@ impl<'a> Master<'a> {
             if let Some(l) = &mut listener {
                 l.disown_path(); // the master removes the socket file
             }
+            sys::set_name(&sys::process_name(&format!("w{age} g{generation}")));
             let init = WorkerInit {
                 listener,
                 heartbeat: worker_end,

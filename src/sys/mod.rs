@@ -45,8 +45,8 @@ pub(crate) use net::{
 };
 pub(crate) use pids::PidTable;
 pub(crate) use process::{
-    fork, ignore_sigpipe, parent_pid, release_free_memory, set_parent_death_signal, ForkChild,
-    SingleThreaded,
+    fork, ignore_sigpipe, parent_pid, process_name, release_free_memory, set_name,
+    set_parent_death_signal, ForkChild, SingleThreaded,
 };
 pub(crate) use signal::{
     block_signals, count_signal, realtime_signals, restore_signals, shutdown_read_on_signal,

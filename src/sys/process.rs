@@ -117,6 +117,38 @@ pub(crate) fn set_parent_death_signal(sig: nix::sys::signal::Signal) -> io::Resu
     syscall!(prctl(libc::PR_SET_PDEATHSIG, sig as libc::c_ulong, 0, 0, 0)).map(|_| ())
 }
 
+/// Sets the calling thread's name, what `ps`, `top` and `/proc/PID/comm`
+/// show (PR_SET_NAME; the kernel keeps the first 15 bytes). For the main
+/// thread, that names the process.
+#[link_section = child_text!()]
+pub(crate) fn set_name(name: &std::ffi::CStr) {
+    let _ = syscall!(prctl(
+        libc::PR_SET_NAME,
+        name.as_ptr() as libc::c_ulong,
+        0,
+        0,
+        0
+    ));
+}
+
+/// A process name `"{program} {role}"` for [`set_name`]: the program's
+/// file name cut to 8 bytes, so a role of up to 6 bytes fits the kernel's
+/// 15 (`sockserv master`, `sockserv w3 g0`, `sockserv child`).
+pub(crate) fn process_name(role: &str) -> std::ffi::CString {
+    let exe = std::env::current_exe().ok();
+    let prog = exe
+        .as_deref()
+        .and_then(|p| p.file_name())
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "server".into());
+    let prog: String = prog.chars().filter(|c| *c != '\0').take(8).collect();
+    let name: String = format!("{prog} {role}")
+        .chars()
+        .filter(|c| *c != '\0')
+        .collect();
+    std::ffi::CString::new(name).unwrap_or_default()
+}
+
 /// The parent process's pid (getppid(2)).
 #[link_section = child_text!()]
 pub(crate) fn parent_pid() -> u32 {
