@@ -29,6 +29,13 @@ fn one_line(rendered: &str) -> String {
     let mut lines = rendered.lines().map(str::trim).filter(|l| !l.is_empty());
     let first = lines.next().unwrap_or("bad usage");
     let mut out = first.trim_start_matches("error:").trim().to_string();
+    if out.ends_with(':') {
+        // "the following required arguments were not provided:" + the list.
+        if let Some(next) = lines.next() {
+            out.push(' ');
+            out.push_str(next);
+        }
+    }
     for l in lines {
         if l.starts_with("[possible values") || l.starts_with("tip:") {
             out.push(' ');
@@ -108,6 +115,15 @@ mod tests {
         assert!(seconds(true, 10.0)("0").is_ok());
         assert!(seconds(false, 10.0)("0").is_err());
         assert!(seconds(true, 10.0)("nan").is_err());
+    }
+
+    #[test]
+    fn a_missing_argument_is_named_on_the_same_line() {
+        let rendered = "error: the following required arguments were not provided:\n  <ADDR>\n\nUsage: sockcat <ADDR>\n";
+        assert_eq!(
+            one_line(rendered),
+            "the following required arguments were not provided: <ADDR>"
+        );
     }
 
     #[test]

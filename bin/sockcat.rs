@@ -5,6 +5,9 @@ use std::io::IsTerminal;
 use std::process::ExitCode;
 use std::time::Duration;
 
+#[path = "cli.rs"]
+mod cli;
+
 use clap::Parser;
 use socketserver::services::accounts::password::read_password;
 use socketserver::services::chat::client::LineClient;
@@ -34,7 +37,7 @@ struct Args {
 }
 
 fn main() -> ExitCode {
-    let a = Args::parse();
+    let a: Args = cli::parse("sockcat");
     match run(a) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -5,6 +5,9 @@ use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+#[path = "cli.rs"]
+mod cli;
+
 use clap::Parser;
 use socketserver::services::accounts::password::read_password;
 use socketserver::services::accounts::KdfParams;
@@ -42,7 +45,7 @@ struct Args {
 }
 
 fn main() -> ExitCode {
-    let a = Args::parse();
+    let a: Args = cli::parse("sockfiles");
     let result = match &a.add_user {
         Some(name) => add_user(&a, name),
         None => session(&a),

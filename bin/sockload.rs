@@ -5,6 +5,9 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
 
+#[path = "cli.rs"]
+mod cli;
+
 use clap::{Args, Parser, Subcommand};
 use socketserver::load::{self, Config, Expect, Mode, Output, Stop, Verdict};
 use socketserver::Transport;
@@ -71,13 +74,13 @@ struct RunArgs {
     #[arg(long, value_name = "ADDR")]
     connect: Option<String>,
     /// Concurrent connections, one thread each.
-    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=10_000), value_name = "N")]
+    #[arg(short = 'c', long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=10_000), value_name = "N")]
     connections: u32,
     /// Measure for this long (10s, 500ms, 2m or plain seconds) [default: 10s].
-    #[arg(long, value_parser = load::parse_duration, conflicts_with = "requests", value_name = "DURATION")]
+    #[arg(short = 'd', long, value_parser = load::parse_duration, conflicts_with = "requests", value_name = "DURATION")]
     duration: Option<Duration>,
     /// Measure this many requests (ok or failed) instead of a duration.
-    #[arg(long, value_parser = clap::value_parser!(u64).range(1..), value_name = "N")]
+    #[arg(short = 'n', long, value_parser = clap::value_parser!(u64).range(1..), value_name = "N")]
     requests: Option<u64>,
     /// Warm-up before measuring, excluded from every figure.
     #[arg(long, default_value = "2s", value_parser = load::parse_duration, value_name = "DURATION")]
@@ -89,7 +92,7 @@ struct RunArgs {
     #[arg(long, value_enum, default_value_t = Mode::Persistent)]
     mode: Mode,
     /// Open loop at this total rate, with latency from each request's intended send time.
-    #[arg(long, value_parser = parse_rate, value_name = "REQ_PER_S")]
+    #[arg(short = 'R', long, value_parser = parse_rate, value_name = "REQ_PER_S")]
     rate: Option<f64>,
     /// How replies are checked.
     #[arg(long, value_enum, default_value_t = Expect::Echo)]
@@ -180,7 +183,7 @@ fn main() {
 }
 
 fn real_main() -> i32 {
-    let cli = Cli::parse(); // usage errors exit 2 here
+    let cli: Cli = cli::parse("sockload"); // usage errors exit 2 here, in one line
     let result = match cli.cmd {
         Some(Cmd::Report(r)) => report(&r),
         Some(Cmd::Merge(m)) => load::merge(

@@ -160,6 +160,12 @@ fn main() -> ExitCode {
         eprintln!("sockserv: {e}");
         return ExitCode::FAILURE;
     }
+    match &serve.service {
+        ServiceKind::Chat(c) => slog::info!(log, "accounts"; "file" => %c.accounts.display()),
+        ServiceKind::Files(f) => slog::info!(log, "accounts"; "file" => %f.accounts.display(),
+                                             "files_root" => %f.root.display()),
+        ServiceKind::Builtin(_) => {}
+    }
     let result = if args.no_supervisor {
         serve_foreground(&serve, &log).map(|()| 0)
     } else {

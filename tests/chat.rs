@@ -400,3 +400,44 @@ fn sockcat_logs_in_and_chats_over_tcp_and_udp() {
         srv.stop();
     }
 }
+
+#[test]
+fn sockcat_exits_1_on_a_failed_login_and_never_shows_the_password() {
+    let dir = tempfile::tempdir().unwrap();
+    for transport in ["tcp", "udp"] {
+        let accounts = dir.path().join(format!("fail-{transport}.json"));
+        let (mut srv, _d) = start(transport, "thread", &accounts);
+        let secret = "hunter2-wrong-secret";
+        let out = Command::new(env!("CARGO_BIN_EXE_sockcat"))
+            .args(["--transport", transport, &srv.addr, "--name", "nobody"])
+            .args(["--linger", "0.5"])
+            .env("SOCKCAT_PASSWORD", secret)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run sockcat");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(
+            out.status.code(),
+            Some(1),
+            "{transport}: {stdout} / {stderr}"
+        );
+        assert!(stderr.contains("refused: error:"), "{transport}: {stderr}");
+        assert!(
+            !stdout.contains(secret) && !stderr.contains(secret),
+            "{transport}: the password was shown: {stdout} / {stderr}"
+        );
+        srv.stop();
+    }
+}
+
+#[test]
+fn sockcat_usage_errors_exit_2_in_one_line() {
+    let out = Command::new(env!("CARGO_BIN_EXE_sockcat"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(err.contains("<ADDR>"), "{err}");
+}

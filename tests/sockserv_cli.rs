@@ -10,11 +10,12 @@ mod common;
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpListener, UdpSocket};
 use std::path::Path;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{
     children, descendants, dgram_request, fd_count, gone, json_field, listen_for, read_some,
-    recv_within, serving_pid, wait_until, Conn, Dgram, Sockserv,
+    recv_within, serving_pid, sockserv_bin, wait_until, Conn, Dgram, Sockserv,
 };
 
 /// Upper bound for anything the server should do promptly (generous: the
@@ -509,4 +510,165 @@ fn sigterm_right_after_a_fork_child_starts_still_lets_the_server_exit_promptly()
         );
         drop(conn);
     }
+}
+
+// ---------------------------------------------------------------------------
+// Flags that refuse nonsense, --check, environment variables
+
+#[test]
+fn zero_and_absurd_values_exit_2_naming_the_flag_and_its_bound() {
+    let cases: [(&[&str], &str, &str); 10] = [
+        (&["--workers", "0"], "--workers", "1 to 1024"),
+        (&["--workers", "99999999999"], "--workers", "1 to 1024"),
+        (&["--threads", "0"], "--threads", "1 to 65536"),
+        (&["--max-children", "0"], "--max-children", "1 to 65536"),
+        (&["--queue", "0"], "--queue", "1 to 65536"),
+        (&["--backlog", "0"], "--backlog", "1 to 65535"),
+        (
+            &["--graceful-timeout", "-1"],
+            "--graceful-timeout",
+            "seconds",
+        ),
+        (&["--max-packet-size", "0"], "--max-packet-size", "bytes"),
+        (&["--allow", "notanet"], "--allow", "notanet"),
+        (&["--allow", "10.0.0.0/40"], "--allow", "prefix length"),
+    ];
+    for (args, flag, bound) in cases {
+        for check in [false, true] {
+            let mut all = args.to_vec();
+            all.extend(["--listen", "127.0.0.1:0"]);
+            if check {
+                all.push("--check");
+            }
+            let (code, lines) = run_to_exit(&all);
+            assert_eq!(code, Some(2), "{all:?}: {lines:?}");
+            assert_eq!(lines.len(), 1, "{all:?}: not one line: {lines:?}");
+            assert!(
+                lines[0].starts_with("sockserv: ")
+                    && lines[0].contains(flag)
+                    && lines[0].contains(bound),
+                "{all:?}: {lines:?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn check_proves_the_configuration_can_start_and_names_each_failure() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("no/such/dir");
+    let pid = missing.join("s.pid");
+    let log = missing.join("s.log");
+    let accounts = missing.join("accounts");
+    let out = Command::new(sockserv_bin())
+        .args(["--listen", "127.0.0.1:0", "--check", "--service", "chat"])
+        .args(["--pid-file", pid.to_str().unwrap()])
+        .args(["--accounts", accounts.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.lines()
+            .any(|l| l.contains("--pid-file") && l.contains("No such file")),
+        "{err}"
+    );
+    assert!(
+        err.lines()
+            .any(|l| l.contains("accounts file") && l.contains("No such file")),
+        "{err}"
+    );
+    // A log file that cannot be opened fails before anything else.
+    let out = Command::new(sockserv_bin())
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--check",
+            "--log-file",
+            log.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("open log file") && err.contains(log.to_str().unwrap()),
+        "{err}"
+    );
+    // And a good configuration passes, creating nothing.
+    let state = dir.path().join("state");
+    let out = Command::new(sockserv_bin())
+        .args(["--listen", "127.0.0.1:0", "--check", "--service", "files"])
+        .env("STATE_DIRECTORY", &state)
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("configuration ok"));
+    assert!(!state.exists(), "--check created the state directory");
+}
+
+#[test]
+fn environment_variables_set_flags_and_the_command_line_wins() {
+    let out = Command::new(sockserv_bin())
+        .args(["--listen", "127.0.0.1:0", "--check"])
+        .env("SOCKSERV_WORKERS", "3")
+        .env("SOCKSERV_POLICY", "fork")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("policy fork") && text.contains("workers 3"),
+        "{text}"
+    );
+    let out = Command::new(sockserv_bin())
+        .args(["--listen", "127.0.0.1:0", "--check", "-w", "2"])
+        .env("SOCKSERV_WORKERS", "3")
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains("workers 2"));
+    let out = Command::new(sockserv_bin())
+        .args(["--listen", "127.0.0.1:0", "--check"])
+        .env("SOCKSERV_WORKERS", "0")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--workers"));
+}
+
+#[test]
+fn chat_without_accounts_keeps_them_in_the_state_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let mut cmd = Command::new(sockserv_bin());
+    cmd.args([
+        "--service",
+        "chat",
+        "--listen",
+        "127.0.0.1:0",
+        "--log-format",
+        "json",
+    ])
+    .env("STATE_DIRECTORY", &state)
+    .stdin(Stdio::null())
+    .stdout(Stdio::null())
+    .stderr(Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    let made = common::wait_until(Duration::from_secs(10), || state.is_dir());
+    let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+    let out = child.wait_with_output().unwrap();
+    assert!(made, "{}", String::from_utf8_lossy(&out.stderr));
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&state).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o700);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(state.join("accounts").to_str().unwrap()),
+        "the start does not name the file: {err}"
+    );
 }

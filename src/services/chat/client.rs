@@ -104,10 +104,30 @@ impl LineClient {
         out: impl Write + Send + 'static,
         close_write: impl Fn(&S) -> io::Result<()>,
     ) -> io::Result<()> {
-        let printer = std::thread::spawn(move || copy_out(r, out));
+        let mut r = io::BufReader::new(r);
+        let mut out = out;
         for l in self.preamble() {
             s.write_all(format!("{l}\n").as_bytes())?;
+            // The reply to a login decides whether to go on: read up to it
+            // (past the room's greeting) before the printer takes over.
+            let mut reply = String::new();
+            loop {
+                reply.clear();
+                if r.read_line(&mut reply)? == 0 {
+                    return Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        format!("{} closed the connection after {}", self.addr, redact(&l)),
+                    ));
+                }
+                out.write_all(reply.as_bytes())?;
+                if reply.starts_with("ok:") || reply.starts_with("error:") {
+                    break;
+                }
+            }
+            out.flush()?;
+            refused(&l, reply.trim_end())?;
         }
+        let printer = std::thread::spawn(move || copy_out(r, out));
         self.each_line(input, |line| s.write_all(format!("{line}\n").as_bytes()))?;
         close_write(&s)?;
         printer.join().unwrap_or(Ok(()))
@@ -130,15 +150,17 @@ impl LineClient {
                 let n = r.recv_some(&mut buf).map_err(|e| {
                     io::Error::new(
                         e.kind(),
-                        format!("no reply from {} to {l:?}: {e}", self.addr),
+                        format!("no reply from {} to {}: {e}", self.addr, redact(&l)),
                     )
                 })?;
                 out.write_all(&buf[..n])?;
-                let text = String::from_utf8_lossy(&buf[..n]);
-                if text
+                let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+                let verdict = text
                     .lines()
-                    .any(|x| x.starts_with("ok:") || x.starts_with("error:"))
-                {
+                    .find(|x| x.starts_with("ok:") || x.starts_with("error:"));
+                if let Some(verdict) = verdict {
+                    out.flush()?;
+                    refused(&l, verdict)?;
                     break;
                 }
             }
@@ -194,6 +216,29 @@ impl LineClient {
             send(line.trim_end_matches(['\n', '\r']))?;
         }
     }
+}
+
+/// A preamble line as it may appear in a message: the password replaced.
+fn redact(line: &str) -> String {
+    let mut words = line.splitn(3, ' ');
+    match (words.next(), words.next(), words.next()) {
+        (Some(verb @ ("/login" | "/register")), Some(name), Some(_)) => {
+            format!("{verb} {name} ********")
+        }
+        _ => line.to_string(),
+    }
+}
+
+/// An error reply to a login or registration ends the client.
+fn refused(line: &str, reply: &str) -> io::Result<()> {
+    let login = line.starts_with("/login ") || line.starts_with("/register ");
+    if login && reply.starts_with("error:") {
+        return Err(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            format!("{} refused: {reply}", redact(line)),
+        ));
+    }
+    Ok(())
 }
 
 fn copy_out(mut r: impl Read, mut out: impl Write) -> io::Result<()> {
