@@ -657,7 +657,7 @@ fn chat_without_accounts_keeps_them_in_the_state_directory() {
     .stdin(Stdio::null())
     .stdout(Stdio::null())
     .stderr(Stdio::piped());
-    let mut child = cmd.spawn().unwrap();
+    let child = cmd.spawn().unwrap();
     let pid = nix::unistd::Pid::from_raw(child.id() as i32);
     let made = common::wait_until(Duration::from_secs(10), || state.is_dir());
     let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
