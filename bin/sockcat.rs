@@ -5,36 +5,14 @@ use std::io::IsTerminal;
 use std::process::ExitCode;
 use std::time::Duration;
 
+#[path = "sockcat/args.rs"]
+mod args;
 #[path = "cli.rs"]
 mod cli;
 
-use clap::Parser;
+use args::Args;
 use socketserver::services::accounts::password::read_password;
 use socketserver::services::chat::client::LineClient;
-use socketserver::Transport;
-
-/// Send each line typed to a server and print what comes back.
-#[derive(Parser, Debug)]
-#[command(name = "sockcat", version)]
-struct Args {
-    /// tcp, udp, unix or unix-dgram.
-    #[arg(long, default_value = "tcp")]
-    transport: Transport,
-    /// HOST:PORT, a socket path, or @abstract.
-    addr: String,
-    /// chat: log in as NAME first (password from SOCKCAT_PASSWORD or the terminal).
-    #[arg(long)]
-    name: Option<String>,
-    /// chat: register NAME instead of logging in.
-    #[arg(long, requires = "name")]
-    register: bool,
-    /// chat: coloured names [default: when stdout is a terminal].
-    #[arg(long)]
-    color: Option<bool>,
-    /// Datagrams: seconds to wait for replies after the input ends.
-    #[arg(long, default_value_t = 1.0)]
-    linger: f64,
-}
 
 fn main() -> ExitCode {
     let a: Args = cli::parse("sockcat");

@@ -2,47 +2,16 @@
 //! adds accounts to its accounts file.
 
 use std::io::IsTerminal;
-use std::path::PathBuf;
 use std::process::ExitCode;
 
+#[path = "sockfiles/args.rs"]
+mod args;
 #[path = "cli.rs"]
 mod cli;
 
-use clap::Parser;
+use args::Args;
 use socketserver::services::accounts::password::read_password;
-use socketserver::services::accounts::KdfParams;
 use socketserver::services::files::client::{prompt, run_command, FilesClient, Stream};
-use socketserver::Transport;
-
-/// Log in to a files server and run COMMAND, or an interactive `>>>`
-/// prompt without one. Commands: `mkdir PATH`, `ls [PATH]`,
-/// `put LOCAL [REMOTE]`, `get REMOTE [LOCAL]`, `rm PATH`, `quota`.
-///
-/// With --add-user, add an account to --accounts FILE instead.
-#[derive(Parser, Debug)]
-#[command(name = "sockfiles", version)]
-struct Args {
-    /// tcp or unix.
-    #[arg(long, default_value = "tcp")]
-    transport: Transport,
-    /// Server address: HOST:PORT, a socket path or @abstract.
-    #[arg(long, required_unless_present = "add_user")]
-    connect: Option<String>,
-    /// Account name (password from SOCKFILES_PASSWORD or the terminal).
-    #[arg(long, required_unless_present = "add_user")]
-    user: Option<String>,
-    /// Add (or reset the password of) account NAME in --accounts FILE.
-    #[arg(long, value_name = "NAME", requires = "accounts")]
-    add_user: Option<String>,
-    /// The accounts file, for --add-user.
-    #[arg(long, value_name = "FILE")]
-    accounts: Option<PathBuf>,
-    /// argon2id cost for --add-user: m=KIB,t=N,p=N.
-    #[arg(long, default_value_t = KdfParams::DEFAULT)]
-    hash_cost: KdfParams,
-    /// The command and its arguments; none: interactive prompt.
-    command: Vec<String>,
-}
 
 fn main() -> ExitCode {
     let a: Args = cli::parse("sockfiles");
