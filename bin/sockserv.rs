@@ -8,6 +8,8 @@ use std::time::Duration;
 mod args;
 #[path = "cli.rs"]
 mod cli;
+#[path = "sockserv/status.rs"]
+mod status;
 
 use args::{Args, ServiceArg};
 use socketserver::log::{logger, LogTarget};
@@ -128,11 +130,15 @@ fn supervisor(a: &Args, serve: &ServeConfig) -> Result<Supervisor, String> {
         .restart_limit(a.restart_burst as usize, window)
         .max_requests(a.max_requests, a.max_requests_jitter)
         .worker_timeout(secs(a.worker_timeout))
-        .pid_file(a.pid_file.clone()))
+        .pid_file(a.pid_file.clone())
+        .control(a.control.clone()))
 }
 
 fn main() -> ExitCode {
     let args: Args = cli::parse("sockserv");
+    if let Some(args::Cmd::Status { control, json }) = &args.cmd {
+        return status::run(control, *json);
+    }
     let configs = config(&args).and_then(|c| supervisor(&args, &c).map(|s| (c, s)));
     let (serve, sup) = match configs {
         Ok(c) => c,

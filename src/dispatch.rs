@@ -105,6 +105,7 @@ impl Dispatch {
     /// Reports a failed request through the hooks, never letting a panic
     /// in a user's `handle_error` escape.
     fn report(&self, peer: &Address, err: &RequestError) {
+        crate::stats::Slot::add(&self.ctx.stats.errors);
         let _ = catch_unwind(AssertUnwindSafe(|| {
             self.hooks.handle_error(peer, err, &self.log)
         }));

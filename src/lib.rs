@@ -91,6 +91,7 @@ pub mod policy;
 pub mod request;
 pub mod server;
 pub mod socket;
+pub mod stats;
 pub mod supervisor;
 mod sys;
 mod transport;

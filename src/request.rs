@@ -34,11 +34,17 @@ pub struct ServerContext {
     pub max_packet_size: usize,
     stopping: AtomicBool,
     handled: AtomicU64,
+    /// This server's counters, shared with its fork children and master.
+    pub(crate) stats: &'static crate::stats::Slot,
 }
 
 impl ServerContext {
     /// Settings for a server on `address`.
-    pub(crate) fn new(transport: Transport, address: Address) -> ServerContext {
+    pub(crate) fn new(
+        transport: Transport,
+        address: Address,
+        stats: &'static crate::stats::Slot,
+    ) -> ServerContext {
         ServerContext {
             transport,
             address,
@@ -47,6 +53,7 @@ impl ServerContext {
             max_packet_size: 8192,
             stopping: AtomicBool::new(false),
             handled: AtomicU64::new(0),
+            stats,
         }
     }
 
@@ -60,7 +67,13 @@ impl ServerContext {
         self.stopping.store(true, Ordering::Relaxed);
     }
 
-    /// Requests handled so far by this process (not by forked children).
+    /// This server's counters so far, its fork children's included.
+    pub fn counters(&self) -> crate::stats::Counters {
+        self.stats.read()
+    }
+
+    /// Requests run to the end by this process itself (not by forked
+    /// children; see [`counters`](Self::counters) for those).
     pub fn handled(&self) -> u64 {
         self.handled.load(Ordering::Relaxed)
     }
@@ -272,10 +285,13 @@ impl StreamRequest {
         Reader { req: self }
     }
 
-    /// Writes all of `buf` to the client (`wfile`, unbuffered).
+    /// Writes all of `buf` to the client (`wfile`, unbuffered). Each call
+    /// that succeeds counts as one reply (`requests` in the counters).
     #[link_section = child_text!()]
     pub fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
-        (&self.socket).write_all(buf)
+        (&self.socket).write_all(buf)?;
+        crate::stats::Slot::add(&self.ctx.stats.requests);
+        Ok(())
     }
 
     /// The connection itself.
@@ -314,6 +330,8 @@ impl Read for StreamRequest {
 /// Unbuffered writes to the client, so `write!`, `io::copy` and
 /// `BufWriter::new(&mut request)` work.
 impl Write for StreamRequest {
+    /// A partial write (as `BufWriter` and `write!` make); counts no reply:
+    /// `write_all` does.
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         (&self.socket).write(buf)
     }
@@ -450,7 +468,9 @@ impl DatagramRequest {
             other => other,
         };
         self.reply.clear();
-        res.map(|_| ())
+        res?;
+        crate::stats::Slot::add(&self.ctx.stats.requests);
+        Ok(())
     }
 }
 

@@ -10,7 +10,6 @@
 //! (the policy) -> `finish_request` (setup/handle/finish) -> `shutdown_request`.
 
 use std::os::fd::{AsFd, AsRawFd, RawFd};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -26,6 +25,7 @@ use crate::hooks::{DefaultHooks, Hooks};
 use crate::policy::{check_single_threaded, Policy, Runner};
 use crate::request::ServerContext;
 use crate::socket::{BindOptions, Listener};
+use crate::stats::{Counters, Slot};
 use crate::transport::{get_request, Incoming, NoRequest};
 
 /// Builds a [`Server`]: where to listen, how to run requests, and hooks.
@@ -43,6 +43,8 @@ pub struct ServerBuilder {
     /// Set by the supervisor's worker: wraps whatever hooks the program
     /// chose with the worker's own (request counting, heartbeats).
     layer: Option<HookLayer>,
+    /// Set by the supervisor's worker: the counters slot its master reads.
+    slot: Option<&'static Slot>,
     log: Logger,
 }
 
@@ -64,6 +66,7 @@ impl ServerBuilder {
             max_packet_size: 8192,
             hooks: Arc::new(DefaultHooks),
             layer: None,
+            slot: None,
             log: Logger::root(slog::Discard, o!()),
         }
     }
@@ -131,6 +134,12 @@ impl ServerBuilder {
         self
     }
 
+    /// Counts into `slot` (a supervised worker's) instead of a slot of its own.
+    pub(crate) fn counters_slot(mut self, slot: &'static Slot) -> Self {
+        self.slot = Some(slot);
+        self
+    }
+
     /// Binds (unless a listener was given), ignores SIGPIPE, and starts the
     /// policy (a pool starts its threads here).
     /// Fails when `factory` cannot serve the transport (a stream-only
@@ -149,7 +158,11 @@ impl ServerBuilder {
             (None, Some(addr)) => Listener::bind(self.transport, addr, &self.bind)?,
             (None, None) => return Err(Error::Config("no address to listen on".into())),
         };
-        let mut ctx = ServerContext::new(listener.transport, listener.address.clone());
+        let stats = match self.slot {
+            Some(slot) => slot,
+            None => Slot::own().map_err(|e| Error::os("map the counters", e))?,
+        };
+        let mut ctx = ServerContext::new(listener.transport, listener.address.clone(), stats);
         ctx.idle_timeout = self.idle_timeout;
         ctx.tcp_nodelay = self.tcp_nodelay;
         ctx.max_packet_size = self.max_packet_size;
@@ -173,7 +186,6 @@ impl ServerBuilder {
             dispatch,
             control,
             timeout: self.timeout,
-            truncated: AtomicU64::new(0),
             backoff: Backoff::default(),
             log: self.log,
         })
@@ -209,7 +221,6 @@ pub struct Server {
     dispatch: Dispatch,
     control: Arc<Control>,
     timeout: Option<Duration>,
-    truncated: AtomicU64,
     backoff: Backoff,
     log: Logger,
 }
@@ -249,7 +260,13 @@ impl Server {
 
     /// Datagrams dropped because they exceeded `max_packet_size`.
     pub fn truncated_datagrams(&self) -> u64 {
-        self.truncated.load(Ordering::Relaxed)
+        self.counters().truncated_datagrams
+    }
+
+    /// This server's counters (see [`crate::stats`]), its fork children's
+    /// and threads' included.
+    pub fn counters(&self) -> Counters {
+        self.dispatch.ctx.stats.read()
     }
 
     /// Requests in progress under the policy (children, threads, jobs).
@@ -390,12 +407,13 @@ impl Server {
         };
         match get_request(listener, self.dispatch.ctx.max_packet_size) {
             Ok(incoming) => {
+                Slot::add(&self.dispatch.ctx.stats.connections);
                 self.accept_recovered();
                 self.process(incoming);
             }
             Err(NoRequest::Spurious) => return false,
             Err(NoRequest::Truncated { peer, len }) => {
-                self.truncated.fetch_add(1, Ordering::Relaxed);
+                Slot::add(&self.dispatch.ctx.stats.truncated);
                 warn!(self.log, "datagram too large; dropped";
                       "peer" => %peer, "len" => len,
                       "max_packet_size" => self.dispatch.ctx.max_packet_size);
@@ -408,6 +426,7 @@ impl Server {
     fn process(&mut self, incoming: Incoming) {
         let peer = incoming.peer().clone();
         if !self.dispatch.hooks.verify_request(&peer) {
+            Slot::add(&self.dispatch.ctx.stats.rejected);
             debug!(self.log, "request refused by verify_request"; "peer" => %peer);
             return; // dropping `incoming` closes the connection
         }

@@ -25,8 +25,16 @@ pub const MAX_SECONDS: f64 = 30.0 * 86_400.0;
 /// service over TCP, UDP or Unix sockets, one request at a time, a process
 /// or a thread per request, or from a thread pool.
 #[derive(Parser, Debug)]
-#[command(name = "sockserv", version, allow_negative_numbers = true)]
+#[command(
+    name = "sockserv",
+    version,
+    allow_negative_numbers = true,
+    args_conflicts_with_subcommands = true
+)]
 pub struct Args {
+    /// `sockserv status`: ask a running server for its scoreboard.
+    #[command(subcommand)]
+    pub cmd: Option<Cmd>,
     /// tcp, udp, unix or unix-dgram.
     #[arg(long, default_value = "tcp", env = "SOCKSERV_TRANSPORT")]
     pub transport: Transport,
@@ -147,6 +155,10 @@ pub struct Args {
     /// Write the master's pid here (refused if it names a live process).
     #[arg(long, env = "SOCKSERV_PID_FILE")]
     pub pid_file: Option<PathBuf>,
+    /// Serve the status scoreboard on a Unix socket at PATH (mode 0600,
+    /// removed on exit); read it with `sockserv status --control PATH`.
+    #[arg(long, value_name = "PATH", env = "SOCKSERV_CONTROL")]
+    pub control: Option<PathBuf>,
     /// Validate the configuration (flags, address, bindability) and exit.
     #[arg(long)]
     pub check: bool,
@@ -160,6 +172,21 @@ pub struct Args {
     /// error, warn, info, debug or trace.
     #[arg(long, default_value = "info", value_parser = parse_level, env = "SOCKSERV_LOG_LEVEL")]
     pub log_level: slog::Level,
+}
+
+/// Subcommands.
+#[derive(clap::Subcommand, Debug)]
+pub enum Cmd {
+    /// Print a running server's scoreboard: workers, children, threads,
+    /// memory, counters and the listen queue.
+    Status {
+        /// The server's --control socket.
+        #[arg(long, value_name = "PATH")]
+        control: PathBuf,
+        /// Print the server's JSON object instead of the table.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 fn parse_mode(s: &str) -> Result<u32, String> {

@@ -14,6 +14,7 @@ use slog::{debug, error, warn};
 use crate::control::Control;
 use crate::dispatch::Dispatch;
 use crate::error::{Error, Result};
+use crate::stats::Slot;
 use crate::sys::{self, PidTable};
 use crate::transport::Incoming;
 use crate::watch::{self, Watch};
@@ -117,6 +118,9 @@ impl ForkRunner {
         let pid = forked.map_err(|e| Error::os("fork", e))?;
         // Never full: the loop stops accepting at max_children.
         self.children.insert(pid);
+        let stats = dispatch.ctx.stats;
+        Slot::up(&stats.children);
+        Slot::up(&stats.in_flight);
         Ok(())
     }
 
@@ -200,6 +204,9 @@ impl ForkRunner {
                     _ => break,
                 },
                 Err(nix::errno::Errno::ECHILD) => {
+                    for _ in 0..self.children.len() {
+                        gone(dispatch, None);
+                    }
                     self.children.clear();
                     return;
                 }
@@ -214,10 +221,12 @@ impl ForkRunner {
             Ok(WaitStatus::StillAlive) => {}
             Ok(WaitStatus::Exited(_, 0)) | Err(nix::errno::Errno::ECHILD) => {
                 self.children.remove(pid);
+                gone(dispatch, None);
             }
             Ok(status) => {
                 debug!(dispatch.log, "child ended"; "child" => pid, "status" => ?status);
                 self.children.remove(pid);
+                gone(dispatch, Some(&status));
             }
             Err(e) => warn!(dispatch.log, "waitpid failed"; "child" => pid, "error" => %e),
         }
@@ -228,12 +237,19 @@ impl ForkRunner {
         self.children.retain(
             |pid| match waitpid(Pid::from_raw(pid), Some(WaitPidFlag::WNOHANG)) {
                 Ok(WaitStatus::StillAlive) => true,
-                Ok(WaitStatus::Exited(_, 0)) => false,
-                Ok(status) => {
-                    debug!(dispatch.log, "child ended"; "child" => pid, "status" => ?status);
+                Ok(WaitStatus::Exited(_, 0)) => {
+                    gone(dispatch, None);
                     false
                 }
-                Err(nix::errno::Errno::ECHILD) => false,
+                Ok(status) => {
+                    debug!(dispatch.log, "child ended"; "child" => pid, "status" => ?status);
+                    gone(dispatch, Some(&status));
+                    false
+                }
+                Err(nix::errno::Errno::ECHILD) => {
+                    gone(dispatch, None);
+                    false
+                }
                 Err(e) => {
                     warn!(dispatch.log, "waitpid failed"; "child" => pid, "error" => %e);
                     true
@@ -286,7 +302,8 @@ impl ForkRunner {
         for &pid in self.children.as_slice() {
             error!(dispatch.log, "child outlived the graceful timeout; killing it"; "child" => pid);
             let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
-            let _ = waitpid(Pid::from_raw(pid), None);
+            let status = waitpid(Pid::from_raw(pid), None).ok();
+            gone(dispatch, status.as_ref());
         }
         self.children.clear();
     }
@@ -295,6 +312,17 @@ impl ForkRunner {
 impl Drop for ForkRunner {
     fn drop(&mut self) {
         let _ = sys::restore_signals(&self.mask);
+    }
+}
+
+/// Counts a reaped child out of the gauges; one killed by a signal is an
+/// error (its request may have been cut off).
+fn gone(dispatch: &Dispatch, status: Option<&WaitStatus>) {
+    let stats = dispatch.ctx.stats;
+    Slot::down(&stats.children);
+    Slot::down(&stats.in_flight);
+    if let Some(WaitStatus::Signaled(..)) = status {
+        Slot::add(&stats.errors);
     }
 }
 

@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 use crate::control::Control;
 use crate::dispatch::Dispatch;
 use crate::error::Result;
+use crate::stats::Slot;
 use crate::transport::Incoming;
 use crate::watch::{ConnRegistry, Watch};
 
@@ -210,7 +211,10 @@ impl Runner {
     ) -> Result<()> {
         match self {
             Runner::Sync => {
+                let stats = dispatch.ctx.stats;
+                Slot::up(&stats.in_flight);
                 dispatch.run(incoming, Watch::MainThread);
+                Slot::down(&stats.in_flight);
                 Ok(())
             }
             Runner::Fork(f) => f.spawn(incoming, dispatch),

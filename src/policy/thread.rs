@@ -11,6 +11,7 @@ use super::InFlight;
 use crate::control::Control;
 use crate::dispatch::Dispatch;
 use crate::error::{Error, Result};
+use crate::stats::Slot;
 use crate::sys;
 use crate::transport::Incoming;
 use crate::watch::{ConnRegistry, Watch};
@@ -29,14 +30,17 @@ impl ThreadRunner {
         let dispatch = dispatch.clone();
         let inflight = Arc::clone(&self.inflight);
         let conns = Arc::clone(&self.conns);
+        let stats = dispatch.ctx.stats;
         inflight.start();
+        Slot::up(&stats.in_flight);
         let spawned = sys::spawn_detached(Box::new(move || {
             // Counted done even if the request panics past dispatch.
-            let _done = Done(&inflight);
+            let _done = Done(&inflight, stats);
             dispatch.run(incoming, Watch::Registry(Arc::clone(&conns)));
         }));
         spawned.map_err(|e| {
             self.inflight.done();
+            Slot::down(&stats.in_flight);
             Error::os("spawn request thread", e)
         })
     }
@@ -54,10 +58,11 @@ impl ThreadRunner {
 }
 
 /// Marks a request done when dropped.
-struct Done<'a>(&'a InFlight);
+struct Done<'a>(&'a InFlight, &'static Slot);
 
 impl Drop for Done<'_> {
     fn drop(&mut self) {
+        Slot::down(&self.1.in_flight);
         self.0.done();
     }
 }
@@ -68,6 +73,7 @@ pub(crate) struct PoolRunner {
     pub(super) workers: Vec<JoinHandle<()>>,
     pub(super) inflight: Arc<InFlight>,
     pub(super) conns: Arc<ConnRegistry>,
+    pub(super) stats: &'static Slot,
 }
 
 impl PoolRunner {
@@ -90,6 +96,7 @@ impl PoolRunner {
                 .spawn(move || {
                     for incoming in rx.iter() {
                         dispatch.run(incoming, Watch::Registry(Arc::clone(&conns)));
+                        Slot::down(&dispatch.ctx.stats.in_flight);
                         if inflight.done() == limit {
                             control.wake(); // the accept loop was paused: resume it
                         }
@@ -99,6 +106,7 @@ impl PoolRunner {
             workers.push(handle);
         }
         Ok(PoolRunner {
+            stats: dispatch.ctx.stats,
             limit,
             tx: Some(tx),
             workers,
@@ -112,10 +120,12 @@ impl PoolRunner {
             return Err(Error::Config("pool is closed".into()));
         };
         self.inflight.start();
+        Slot::up(&self.stats.in_flight);
         // can_accept() held, so a worker is free or the queue has room:
         // this send waits at most for a free worker to pick the job up.
         tx.send(incoming).map_err(|_| {
             self.inflight.done();
+            Slot::down(&self.stats.in_flight);
             Error::Config("pool workers are gone".into())
         })
     }

@@ -16,14 +16,17 @@ use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 use slog::{crit, error, info, warn, Logger};
 
+use super::control::ControlSocket;
 use super::pidfile::PidFile;
 use super::restart::{RestartPolicy, Verdict, YOUNG};
 use super::signals::{self, Queued, SignalQueue};
+use super::status::{self, Status, WorkerStatus};
 use super::upgrade::{Invocation, Notice, Progress, Upgrade};
 use super::worker::{self, beat, WorkerInit, BOOT_ERROR};
 use super::{systemd, BuildServer, Supervisor};
 use crate::error::{Error, Result};
 use crate::socket::Listener;
+use crate::stats::{Counters, Slot};
 use crate::sys;
 
 /// One worker as the master sees it.
@@ -37,7 +40,16 @@ struct Worker {
     leaving: Option<Instant>,
     heartbeat: UnixStream,
     heartbeat_open: bool,
+    /// Its counters' index in the shared table.
+    slot: usize,
 }
+
+/// Counter slots the master maps for its workers: twice the most workers
+/// it runs at once (a reload runs two generations side by side).
+const SLOTS: usize = 2 * MAX_WORKERS;
+
+/// The most workers TTIN raises the count to.
+pub(super) const MAX_WORKERS: usize = 2048;
 
 /// How the master is stopping.
 #[derive(Debug, Clone, Copy)]
@@ -76,6 +88,18 @@ pub(super) struct Master<'a> {
     notice: Option<Notice>,
     /// A new master took over the socket: stop without removing it.
     handed_over: bool,
+    /// The status socket (`--control`), served from this loop.
+    control: Option<ControlSocket>,
+    /// Every worker's counters, in memory the workers write.
+    slots: &'static [Slot],
+    /// Slots no worker uses.
+    free_slots: Vec<usize>,
+    /// The counts of workers that are gone.
+    retired: Counters,
+    /// Workers replaced because they died unasked.
+    restarts: u64,
+    /// When the master started.
+    started: Instant,
     /// Checked at start; the master never starts a thread.
     single: sys::SingleThreaded,
 }
@@ -131,6 +155,16 @@ impl<'a> Master<'a> {
             upgrade: None,
             notice,
             handed_over: false,
+            control: cfg
+                .control
+                .as_deref()
+                .map(ControlSocket::bind)
+                .transpose()?,
+            slots: Slot::table(SLOTS).map_err(|e| Error::os("map the counters", e))?,
+            free_slots: (0..SLOTS).rev().collect(),
+            retired: Counters::default(),
+            restarts: 0,
+            started: Instant::now(),
             single,
         })
     }
@@ -158,6 +192,7 @@ impl<'a> Master<'a> {
                 break;
             }
             self.wait();
+            self.serve_control();
             self.read_heartbeats();
             for (sig, n) in self.signals.drain() {
                 match sig {
@@ -214,6 +249,19 @@ impl<'a> Master<'a> {
         }
         if let Some(u) = &self.upgrade {
             fds.push(PollFd::new(u.wake_source(), PollFlags::POLLIN));
+        }
+        if let Some(c) = &self.control {
+            for (fd, out) in c.poll_fds() {
+                let flags = if out {
+                    PollFlags::POLLOUT
+                } else {
+                    PollFlags::POLLIN
+                };
+                fds.push(PollFd::new(fd, flags));
+            }
+            if let Some(d) = c.next_deadline() {
+                limit = limit.min(d.saturating_duration_since(Instant::now()));
+            }
         }
         let ms = limit.as_millis().clamp(1, 1000) as u16;
         let _ = poll(&mut fds, PollTimeout::from(ms));
@@ -272,7 +320,7 @@ impl<'a> Master<'a> {
             Signal::SIGUSR2 => self.begin_upgrade(),
             Signal::SIGWINCH => self.winch(),
             Signal::SIGTTIN => {
-                self.target += count;
+                self.target = (self.target + count).min(MAX_WORKERS);
                 info!(self.log, "scale"; "workers" => self.target);
             }
             Signal::SIGTTOU => {
@@ -326,6 +374,13 @@ impl<'a> Master<'a> {
             .set_nonblocking(true)
             .map_err(|e| Error::os("set O_NONBLOCK", e))?;
         let master_pid = std::process::id();
+        let Some(slot) = self.free_slots.pop() else {
+            return Err(Error::Config(format!(
+                "no counter slot left ({SLOTS} in use)"
+            )));
+        };
+        self.slots[slot].reset();
+        let counters = &self.slots[slot];
         // Signals wait (pending) until the worker has its own handlers.
         let mask =
             sys::block_signals(&signals::SIGNALS).map_err(|e| Error::os("sigprocmask", e))?;
@@ -344,6 +399,11 @@ impl<'a> Master<'a> {
             if let Some(u) = &self.upgrade {
                 child.close_inherited(u.wake_source().as_raw_fd());
             }
+            if let Some(c) = &self.control {
+                for (fd, _) in c.poll_fds() {
+                    child.close_inherited(fd.as_raw_fd());
+                }
+            }
             self.workers.clear();
             let mut listener = self.listener.take();
             if let Some(l) = &mut listener {
@@ -351,6 +411,7 @@ impl<'a> Master<'a> {
             }
             sys::set_name(&sys::process_name(&format!("w{age} g{generation}")));
             let init = WorkerInit {
+                counters,
                 listener,
                 heartbeat: worker_end,
                 master_pid,
@@ -359,7 +420,13 @@ impl<'a> Master<'a> {
             worker::run(cfg, build, init, log)
         });
         let _ = sys::restore_signals(&mask);
-        let pid = forked.map_err(|e| Error::os("fork", e))?;
+        let pid = match forked {
+            Ok(pid) => pid,
+            Err(e) => {
+                self.free_slots.push(slot);
+                return Err(Error::os("fork", e));
+            }
+        };
         // Also set here, so the group exists before either side runs on.
         let _ = nix::unistd::setpgid(Pid::from_raw(pid), Pid::from_raw(pid));
         let now = Instant::now();
@@ -373,6 +440,7 @@ impl<'a> Master<'a> {
             leaving: None,
             heartbeat: master_end,
             heartbeat_open: true,
+            slot,
         });
         Ok(())
     }
@@ -406,6 +474,7 @@ impl<'a> Master<'a> {
                 continue;
             };
             let w = self.workers.remove(i);
+            self.retire_slot(w.slot);
             let uptime = w.started.elapsed();
             if w.leaving.is_some() {
                 // Asked to leave (stop, reload, scale down) or retiring.
@@ -422,6 +491,7 @@ impl<'a> Master<'a> {
         if self.stop.is_some() {
             return;
         }
+        self.restarts += 1;
         if code == Some(BOOT_ERROR) {
             self.halt = Some(format!("a worker could not start serving ({how})"));
             self.begin_stop(false);
@@ -484,6 +554,72 @@ impl<'a> Master<'a> {
         self.notifier.reloading();
         self.ready_notified = false;
         info!(self.log, "reload"; "generation" => self.generation, "workers" => self.target);
+    }
+
+    /// A gone worker's counts join the totals; its slot is free again.
+    fn retire_slot(&mut self, slot: usize) {
+        let c = self.slots[slot].read();
+        self.retired.add_totals(&c);
+        self.slots[slot].reset();
+        self.free_slots.push(slot);
+    }
+
+    /// Answers status requests on the control socket, without blocking.
+    fn serve_control(&mut self) {
+        let Some(mut control) = self.control.take() else {
+            return;
+        };
+        control.serve(|| self.status().to_json());
+        self.control = Some(control);
+    }
+
+    /// The scoreboard: every worker's counters and memory, and totals over
+    /// the master's life.
+    fn status(&self) -> Status {
+        let mut totals = self.retired;
+        let workers = self
+            .workers
+            .iter()
+            .map(|w| {
+                let counters = self.slots[w.slot].read();
+                totals.add_totals(&counters);
+                totals.in_flight += counters.in_flight;
+                totals.children += counters.children;
+                let (rss_kib, pss_kib) = status::memory_of_tree(w.pid);
+                WorkerStatus {
+                    pid: w.pid,
+                    generation: w.generation,
+                    state: match (w.ready, w.leaving) {
+                        (_, Some(_)) => "draining",
+                        (true, None) => "serving",
+                        (false, None) => "starting",
+                    },
+                    uptime: w.started.elapsed(),
+                    counters,
+                    threads: status::threads_of(w.pid),
+                    rss_kib,
+                    pss_kib,
+                }
+            })
+            .collect();
+        let listen_queue = match &self.listener {
+            Some(l) if l.transport == crate::Transport::Tcp => {
+                crate::sys::tcp_listen_queue(l.socket.as_fd()).ok()
+            }
+            _ => None,
+        };
+        Status {
+            pid: std::process::id(),
+            uptime: self.started.elapsed(),
+            transport: self.cfg.transport.to_string(),
+            addr: self.address(),
+            policy: self.cfg.policy.name().to_string(),
+            service: self.cfg.name.clone(),
+            workers,
+            totals,
+            worker_restarts: self.restarts,
+            listen_queue,
+        }
     }
 
     /// The STATUS= line: what serves, with which policy.

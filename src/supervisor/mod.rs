@@ -41,10 +41,12 @@
 //! (the queue), `restart` (back-off, crash loop), `upgrade` (USR2),
 //! `pidfile`, [`systemd`] (socket activation, sd_notify).
 
+mod control;
 mod master;
 mod pidfile;
 mod restart;
 mod signals;
+pub mod status;
 pub mod systemd;
 mod upgrade;
 mod worker;
@@ -89,6 +91,7 @@ pub struct Supervisor {
     worker_timeout: Option<Duration>,
     graceful_timeout: Duration,
     pid_file: Option<PathBuf>,
+    control: Option<PathBuf>,
 }
 
 impl Supervisor {
@@ -110,6 +113,7 @@ impl Supervisor {
             worker_timeout: None,
             graceful_timeout: Duration::from_secs(30),
             pid_file: None,
+            control: None,
         }
     }
 
@@ -131,9 +135,9 @@ impl Supervisor {
         self
     }
 
-    /// Worker processes to keep running (at least one).
+    /// Worker processes to keep running (1 to 2048).
     pub fn workers(mut self, n: usize) -> Self {
-        self.workers = n.max(1);
+        self.workers = n.clamp(1, master::MAX_WORKERS);
         self
     }
 
@@ -176,6 +180,14 @@ impl Supervisor {
     /// Where to write the master's pid (refused if it names a live process).
     pub fn pid_file(mut self, path: Option<PathBuf>) -> Self {
         self.pid_file = path;
+        self
+    }
+
+    /// Serve the status scoreboard on a Unix socket at `path` (mode 0600,
+    /// removed on exit): a client sends `status` and a newline and reads
+    /// one line of JSON ([`status::Status::to_json`]).
+    pub fn control(mut self, path: Option<PathBuf>) -> Self {
+        self.control = path;
         self
     }
 

@@ -38,6 +38,8 @@ pub(super) const BEAT_EVERY: Duration = Duration::from_millis(200);
 
 /// What the master hands a new worker.
 pub(super) struct WorkerInit {
+    /// The counters slot the master reads for this worker.
+    pub(super) counters: &'static crate::stats::Slot,
     /// The master's listening socket (None: bind an SO_REUSEPORT socket).
     pub(super) listener: Option<Listener>,
     /// The worker's end of its heartbeat channel.
@@ -91,6 +93,7 @@ fn serve(cfg: &Supervisor, build: &dyn BuildServer, init: WorkerInit, log: &Logg
     let hooks = WorkerHooks::new(init.heartbeat, cfg);
     let layer = hooks.clone();
     let builder = ServerBuilder::from_listener(listener)
+        .counters_slot(init.counters)
         .policy(cfg.policy)
         .logger(log.new(o!()))
         .layer(Box::new(move |inner| layer.wrap(inner)));

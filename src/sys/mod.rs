@@ -18,6 +18,7 @@
 //! | `net.rs`      | recv into uninitialised memory, MSG_TRUNC, sockopts, fd adoption |
 //! | `thread.rs`   | detached pthreads for the thread policy                |
 //! | `pids.rs`     | the fork policy's table of children (MADV_DONTFORK)    |
+//! | `shm.rs`      | memory shared with forked processes (the counters)     |
 
 /// Calls a libc function and turns `-1` into `io::Error::last_os_error()`.
 macro_rules! syscall {
@@ -36,18 +37,20 @@ macro_rules! syscall {
 mod net;
 mod pids;
 mod process;
+mod shm;
 mod signal;
 mod thread;
 
 pub(crate) use net::{
     copy_uninit, recv_from_trunc, recv_into_spare, recv_uninit, set_tcp_nodelay, shutdown_read,
-    take_listen_fds, take_upgrade_fd,
+    take_listen_fds, take_upgrade_fd, tcp_listen_queue,
 };
 pub(crate) use pids::PidTable;
 pub(crate) use process::{
     fork, ignore_sigpipe, parent_pid, process_name, release_free_memory, set_name,
     set_parent_death_signal, ForkChild, SingleThreaded,
 };
+pub(crate) use shm::{shared_zeroed, Zeroable};
 pub(crate) use signal::{
     block_signals, count_signal, realtime_signals, restore_signals, shutdown_read_on_signal,
     StopSlots,

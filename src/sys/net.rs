@@ -146,3 +146,23 @@ pub(crate) fn take_upgrade_fd(fd: RawFd) -> Result<OwnedFd> {
     // OwnedFd made for it.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
+
+/// A TCP listening socket's accept queue: (connections waiting to be
+/// accepted, the backlog limit), from `TCP_INFO` (Linux reports them as
+/// `tcpi_unacked` and `tcpi_sacked` for a socket in LISTEN state).
+pub(crate) fn tcp_listen_queue(fd: std::os::fd::BorrowedFd<'_>) -> io::Result<(u32, u32)> {
+    use std::os::fd::AsRawFd;
+    let mut info = std::mem::MaybeUninit::<libc::tcp_info>::zeroed();
+    let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
+    syscall!(getsockopt(
+        fd.as_raw_fd(),
+        libc::IPPROTO_TCP,
+        libc::TCP_INFO,
+        info.as_mut_ptr().cast(),
+        &mut len
+    ))?;
+    // SAFETY: zeroed is a valid tcp_info (plain integers), and the kernel
+    // wrote at most `len` bytes of it.
+    let info = unsafe { info.assume_init() };
+    Ok((info.tcpi_unacked, info.tcpi_sacked))
+}

@@ -1,0 +1,188 @@
+//! The status socket (`--control PATH`): a Unix stream socket, mode 0600,
+//! that the master's loop serves without ever blocking on a client. A
+//! client sends one line, `status`, and gets one line of JSON back (see
+//! [`super::status`]); anything else gets `{"error":"..."}`. A client that
+//! sends nothing, or reads nothing, is dropped after [`CLIENT_DEADLINE`];
+//! at most [`MAX_CLIENTS`] are held at once. The socket file is removed
+//! when the master stops.
+
+use std::io::{self, Read, Write};
+use std::os::fd::{AsFd, BorrowedFd};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use crate::error::{Error, Result};
+
+/// How long a client may take to send its line and read the reply.
+pub const CLIENT_DEADLINE: Duration = Duration::from_secs(2);
+/// Clients held at once; more wait in the listen backlog.
+pub const MAX_CLIENTS: usize = 32;
+/// The longest request line read.
+const MAX_LINE: usize = 256;
+
+/// The listening control socket and the clients being served.
+#[derive(Debug)]
+pub(crate) struct ControlSocket {
+    listener: UnixListener,
+    path: PathBuf,
+    clients: Vec<Client>,
+}
+
+#[derive(Debug)]
+struct Client {
+    conn: UnixStream,
+    input: Vec<u8>,
+    output: Vec<u8>,
+    written: usize,
+    since: Instant,
+}
+
+impl ControlSocket {
+    /// Binds `path` (replacing a dead server's socket file, never anything
+    /// else), mode 0600.
+    pub(crate) fn bind(path: &Path) -> Result<ControlSocket> {
+        let addr = crate::addr::Address::Unix(path.to_path_buf());
+        // The same stale-socket rules as a server's Unix socket.
+        crate::socket::check_bindable(crate::Transport::UnixStream, &addr, &Default::default())?;
+        if path.exists() {
+            std::fs::remove_file(path)
+                .map_err(|e| Error::socket("remove stale socket", path.display(), e))?;
+        }
+        let listener =
+            UnixListener::bind(path).map_err(|e| Error::socket("bind", path.display(), e))?;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+            .map_err(|e| Error::socket("chmod", path.display(), e))?;
+        listener
+            .set_nonblocking(true)
+            .map_err(|e| Error::socket("set O_NONBLOCK", path.display(), e))?;
+        Ok(ControlSocket {
+            listener,
+            path: path.to_path_buf(),
+            clients: Vec::new(),
+        })
+    }
+
+    /// Descriptors to poll and whether each wants to write: the listener
+    /// (while there is room for a client) and every client.
+    pub(crate) fn poll_fds(&self) -> Vec<(BorrowedFd<'_>, bool)> {
+        let mut v = Vec::with_capacity(self.clients.len() + 1);
+        if self.clients.len() < MAX_CLIENTS {
+            v.push((self.listener.as_fd(), false));
+        }
+        for c in &self.clients {
+            v.push((c.conn.as_fd(), !c.output.is_empty()));
+        }
+        v
+    }
+
+    /// The soonest client deadline, to bound the master's sleep.
+    pub(crate) fn next_deadline(&self) -> Option<Instant> {
+        self.clients.iter().map(|c| c.since + CLIENT_DEADLINE).min()
+    }
+
+    /// Accepts, reads, answers and writes what can be done now without
+    /// blocking; `status` renders the reply when a client asks.
+    pub(crate) fn serve(&mut self, status: impl Fn() -> String) {
+        while self.clients.len() < MAX_CLIENTS {
+            match self.listener.accept() {
+                Ok((conn, _)) => {
+                    if conn.set_nonblocking(true).is_ok() {
+                        self.clients.push(Client {
+                            conn,
+                            input: Vec::new(),
+                            output: Vec::new(),
+                            written: 0,
+                            since: Instant::now(),
+                        });
+                    }
+                }
+                Err(_) => break, // WouldBlock, or a client that left
+            }
+        }
+        let now = Instant::now();
+        self.clients.retain_mut(|c| {
+            if now.duration_since(c.since) > CLIENT_DEADLINE {
+                return false;
+            }
+            if c.output.is_empty() && !c.read_request(&status) {
+                return false;
+            }
+            c.write_reply()
+        });
+    }
+}
+
+impl Client {
+    /// Reads what arrived; on a full line, prepares the reply. False when
+    /// the client is done for (it left, or sent too much).
+    fn read_request(&mut self, status: &impl Fn() -> String) -> bool {
+        let mut buf = [0u8; MAX_LINE];
+        loop {
+            match self.conn.read(&mut buf) {
+                Ok(0) => {
+                    if self.input.is_empty() {
+                        return false;
+                    }
+                    break; // a request without its newline: answer it anyway
+                }
+                Ok(n) => {
+                    self.input.extend_from_slice(&buf[..n]);
+                    if self.input.contains(&b'\n') || self.input.len() > MAX_LINE {
+                        break;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    if !self.input.contains(&b'\n') {
+                        return true; // wait for the rest
+                    }
+                    break;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) => return false,
+            }
+        }
+        let line = self.input.split(|&b| b == b'\n').next().unwrap_or(&[]);
+        let request = String::from_utf8_lossy(line);
+        let mut reply = match request.trim() {
+            "status" => status(),
+            other => {
+                let mut e = String::from("{\"error\":");
+                let shown: String = other.chars().take(64).collect();
+                super::status::json_string(
+                    &mut e,
+                    &format!("unknown request {shown:?}: send \"status\" and a newline"),
+                );
+                e.push('}');
+                e
+            }
+        };
+        reply.push('\n');
+        self.output = reply.into_bytes();
+        true
+    }
+
+    /// Writes what fits; false once everything is written (or it failed).
+    fn write_reply(&mut self) -> bool {
+        if self.output.is_empty() {
+            return true;
+        }
+        while self.written < self.output.len() {
+            match self.conn.write(&self.output[self.written..]) {
+                Ok(0) => return false,
+                Ok(n) => self.written += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return true,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) => return false,
+            }
+        }
+        false // all written: close
+    }
+}
+
+impl Drop for ControlSocket {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}

@@ -1,0 +1,287 @@
+//! `--control` and `sockserv status`: the scoreboard counts exactly what
+//! real clients were answered, for every policy and transport, under the
+//! supervisor with 2 workers; in-flight equals held connections (and
+//! children under fork); a killed worker's counts survive it and count as
+//! a restart; rejected and truncated datagrams are counted; a control
+//! client that never sends does not block status, and a request the master
+//! cannot parse gets a clear error.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+use common::{listen_for, wait_until, workers, Conn, Dgram, Sockserv};
+use serde_json::Value;
+
+const LIMIT: Duration = Duration::from_secs(10);
+
+/// A supervised sockserv with a control socket in a temp dir.
+struct Server {
+    srv: Sockserv,
+    control: PathBuf,
+    _dirs: (tempfile::TempDir, Option<tempfile::TempDir>),
+}
+
+impl Server {
+    fn start(transport: &str, extra: &[&str]) -> Server {
+        let dir = tempfile::tempdir().unwrap();
+        let control = dir.path().join("control.sock");
+        let (listen, ldir) = listen_for(transport);
+        let mut args = vec![
+            "--transport",
+            transport,
+            "--listen",
+            &listen,
+            "--control",
+            control.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        let srv = Sockserv::start(&args);
+        Server {
+            srv,
+            control,
+            _dirs: (dir, ldir),
+        }
+    }
+
+    /// The status JSON, through the real `sockserv status --json`.
+    fn status(&self) -> Value {
+        let out = Command::new(common::sockserv_bin())
+            .args([
+                "status",
+                "--json",
+                "--control",
+                self.control.to_str().unwrap(),
+            ])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "status: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+
+    fn total(&self, key: &str) -> u64 {
+        self.status()["totals"][key].as_u64().unwrap()
+    }
+
+    /// Waits until the total `key` equals `want`; returns the last reading.
+    fn wait_total(&self, key: &str, want: u64) -> u64 {
+        let mut last = 0;
+        wait_until(LIMIT, || {
+            last = self.total(key);
+            last == want
+        });
+        last
+    }
+}
+
+fn sockload(transport: &str, addr: &str, requests: u64) -> u64 {
+    let out = Command::new(env!("CARGO_BIN_EXE_sockload"))
+        .args([
+            "--transport",
+            transport,
+            "--connect",
+            addr,
+            "--connections",
+            "4",
+        ])
+        .args([
+            "--requests",
+            &requests.to_string(),
+            "--warmup",
+            "0s",
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    let v: Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("sockload: {e}: {}", String::from_utf8_lossy(&out.stderr)));
+    v["requests_ok"].as_u64().unwrap()
+}
+
+#[test]
+fn requests_counted_equal_what_clients_got_answered_for_every_policy_and_transport() {
+    for transport in ["tcp", "udp", "unix", "unix-dgram"] {
+        for policy in ["sync", "fork", "thread", "pool"] {
+            let s = Server::start(transport, &["--policy", policy, "--workers", "2"]);
+            assert!(wait_until(LIMIT, || workers(s.srv.pid()).len() == 2));
+            let answered = sockload(transport, &s.srv.addr, 400);
+            assert!(answered > 0, "{transport}/{policy}: nothing answered");
+            let got = s.wait_total("requests", answered);
+            assert_eq!(got, answered, "{transport}/{policy}: requests");
+            let connections = s.total("connections");
+            if transport.contains("dgram") || transport == "udp" {
+                assert_eq!(
+                    connections, answered,
+                    "{transport}/{policy}: datagrams received"
+                );
+            } else {
+                assert!(
+                    (4..=8).contains(&connections),
+                    "{transport}/{policy}: {connections}"
+                );
+            }
+            let st = s.status();
+            let per_worker: u64 = st["workers"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|w| w["requests"].as_u64().unwrap())
+                .sum();
+            assert_eq!(per_worker, answered, "{transport}/{policy}: workers' sum");
+            assert_eq!(
+                s.wait_total("in_flight", 0),
+                0,
+                "{transport}/{policy}: in flight"
+            );
+            assert_eq!(st["totals"]["errors"], 0, "{transport}/{policy}");
+        }
+    }
+}
+
+#[test]
+fn in_flight_is_the_held_connections_and_under_fork_the_children() {
+    for policy in ["fork", "thread"] {
+        let s = Server::start("tcp", &["--policy", policy, "--workers", "2"]);
+        let mut held = Vec::new();
+        for i in 0..3 {
+            let mut c = Conn::connect("tcp", &s.srv.addr).unwrap();
+            c.set_timeout(Some(LIMIT));
+            let msg = format!("held {i}\n");
+            assert_eq!(
+                c.request(msg.as_bytes(), msg.len()).unwrap(),
+                msg.as_bytes()
+            );
+            held.push(c);
+        }
+        assert_eq!(s.wait_total("in_flight", 3), 3, "{policy}");
+        let st = s.status();
+        let ws = st["workers"].as_array().unwrap();
+        let sum = |k: &str| ws.iter().map(|w| w[k].as_u64().unwrap()).sum::<u64>();
+        if policy == "fork" {
+            assert_eq!(sum("children"), 3, "{st}");
+        } else {
+            assert_eq!(sum("children"), 0, "{st}");
+            assert!(sum("threads") >= 2 + 3, "{st}");
+        }
+        assert!(
+            sum("pss_kib") > 0 && sum("rss_kib") >= sum("pss_kib"),
+            "{st}"
+        );
+        drop(held);
+        assert_eq!(s.wait_total("in_flight", 0), 0, "{policy}: after close");
+    }
+}
+
+#[test]
+fn a_killed_workers_counts_survive_it_and_it_counts_as_a_restart() {
+    let s = Server::start("tcp", &["--policy", "thread", "--workers", "2"]);
+    assert!(wait_until(LIMIT, || workers(s.srv.pid()).len() == 2));
+    let answered = sockload("tcp", &s.srv.addr, 300);
+    assert_eq!(s.wait_total("requests", answered), answered);
+    let victim = workers(s.srv.pid())[0];
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(victim),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    assert_eq!(s.wait_total("worker_restarts", 1), 1);
+    assert!(wait_until(LIMIT, || {
+        let ws = workers(s.srv.pid());
+        ws.len() == 2 && !ws.contains(&victim)
+    }));
+    assert_eq!(
+        s.total("requests"),
+        answered,
+        "a dead worker's requests were lost"
+    );
+    // A reload retires workers on purpose: not a restart, counts kept.
+    s.srv.signal(libc::SIGHUP);
+    assert!(s
+        .srv
+        .wait_log(LIMIT, |l| l.contains("\"reason\":\"reload\""))
+        .is_some());
+    let more = sockload("tcp", &s.srv.addr, 100);
+    assert_eq!(s.wait_total("requests", answered + more), answered + more);
+    assert_eq!(s.total("worker_restarts"), 1);
+}
+
+#[test]
+fn rejected_clients_and_truncated_datagrams_are_counted() {
+    let s = Server::start("tcp", &["--allow", "10.0.0.0/8"]);
+    let mut c = Conn::connect("tcp", &s.srv.addr).unwrap();
+    c.set_timeout(Some(LIMIT));
+    let mut buf = [0u8; 8];
+    let _ = c.write_all(b"x\n");
+    let _ = c.read(&mut buf); // closed unanswered
+    assert_eq!(s.wait_total("rejected", 1), 1);
+    assert_eq!(s.total("requests"), 0);
+
+    let u = Server::start("udp", &["--max-packet-size", "16"]);
+    let d = Dgram::new("udp", &u.srv.addr);
+    d.send(&[b'a'; 100]).unwrap();
+    d.send(&[b'a'; 100]).unwrap();
+    assert_eq!(u.wait_total("truncated_datagrams", 2), 2);
+    assert_eq!(common::dgram_request(&d, b"short", "udp"), b"short");
+    assert_eq!(u.wait_total("requests", 1), 1);
+}
+
+#[test]
+fn a_silent_control_client_does_not_block_status_and_nonsense_gets_an_error() {
+    let s = Server::start("unix", &["--workers", "2"]);
+    let mode = std::fs::metadata(&s.control).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    let _silent: Vec<UnixStream> = (0..5)
+        .map(|_| UnixStream::connect(&s.control).unwrap())
+        .collect();
+    let st = s.status();
+    assert_eq!(st["format_version"], 1);
+    assert_eq!(st["pid"], s.srv.pid());
+    assert_eq!(st["transport"], "unix");
+    assert!(st["listen_queue"].is_null());
+
+    let mut c = UnixStream::connect(&s.control).unwrap();
+    c.set_read_timeout(Some(LIMIT)).unwrap();
+    c.write_all(b"gimme\n").unwrap();
+    let mut reply = String::new();
+    c.read_to_string(&mut reply).unwrap();
+    assert!(
+        reply.contains("\"error\"") && reply.contains("gimme"),
+        "{reply}"
+    );
+    // The human scoreboard names what it shows.
+    let out = Command::new(common::sockserv_bin())
+        .args(["status", "--control", s.control.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("2 workers") && text.contains("totals:"),
+        "{text}"
+    );
+    let control = s.control.clone();
+    drop(s);
+    assert!(!control.exists(), "control socket left behind");
+}
+
+#[test]
+fn status_without_a_server_names_the_socket_and_exits_1() {
+    let out = Command::new(common::sockserv_bin())
+        .args(["status", "--control", "/nonexistent/control.sock"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("/nonexistent/control.sock") && err.contains("No such file"),
+        "{err}"
+    );
+}
