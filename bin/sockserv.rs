@@ -173,7 +173,7 @@ fn main() -> ExitCode {
         ServiceKind::Builtin(_) => {}
     }
     let result = if args.no_supervisor {
-        serve_foreground(&serve, &log).map(|()| 0)
+        serve_foreground(&serve, args.control.as_deref(), &log).map(|()| 0)
     } else {
         sup.run(&log, |builder| serve.configure(builder, &log))
     };

@@ -289,8 +289,8 @@ impl StreamRequest {
     /// that succeeds counts as one reply (`requests` in the counters).
     #[link_section = child_text!()]
     pub fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
-        (&self.socket).write_all(buf)?;
-        crate::stats::Slot::add(&self.ctx.stats.requests);
+        crate::sys::send_all(self.socket.as_raw_fd(), buf)?;
+        crate::stats::reply(self.ctx.stats);
         Ok(())
     }
 
@@ -317,7 +317,7 @@ impl StreamRequest {
     /// follows when the request is dropped, or at the child's exit).
     #[link_section = child_text!()]
     pub(crate) fn shutdown(&self) {
-        let _ = self.socket.shutdown(std::net::Shutdown::Both);
+        crate::sys::shutdown_both(self.socket.as_raw_fd());
     }
 }
 
@@ -469,7 +469,7 @@ impl DatagramRequest {
         };
         self.reply.clear();
         res?;
-        crate::stats::Slot::add(&self.ctx.stats.requests);
+        crate::stats::reply(self.ctx.stats);
         Ok(())
     }
 }

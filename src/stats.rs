@@ -21,6 +21,7 @@
 //! - `truncated_datagrams`: datagrams dropped for exceeding the size limit;
 //! - `children`: live fork-policy children.
 
+use std::cell::Cell;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 
 use crate::sys;
@@ -40,6 +41,53 @@ pub(crate) struct Slot {
 
 // SAFETY: Slot is a struct of atomic integers: all-zero is a valid value.
 unsafe impl sys::Zeroable for Slot {}
+
+thread_local! {
+    /// In a fork-policy child: replies not yet added to the slot. The
+    /// child's first write to the shared counters page would cost it a
+    /// page fault (a shared mapping's entries are not copied at fork), so
+    /// a child counts here, on the thread-local page it writes anyway, and
+    /// hands the count to its parent in its exit status (see
+    /// [`child_exit_code`]); past [`CHILD_BATCH`] it adds a batch itself.
+    /// Constant-initialised, no destructor.
+    static CHILD_REPLIES: Cell<u32> = const { Cell::new(0) };
+    /// True in a fork-policy child.
+    static IN_CHILD: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Replies a fork child keeps before adding them to the slot itself; the
+/// rest travel in its exit status (which holds up to 255).
+pub(crate) const CHILD_BATCH: u32 = 200;
+
+/// Marks this process as a fork-policy child (see `CHILD_REPLIES`).
+#[link_section = child_text!()]
+pub(crate) fn enter_child() {
+    IN_CHILD.with(|c| c.set(true));
+}
+
+/// Counts one reply sent: in the slot, or in a fork child's local count.
+#[link_section = child_text!()]
+pub(crate) fn reply(slot: &Slot) {
+    if !IN_CHILD.with(|c| c.get()) {
+        Slot::add(&slot.requests);
+        return;
+    }
+    let n = CHILD_REPLIES.with(|c| c.get()) + 1;
+    if n >= CHILD_BATCH {
+        slot.requests.fetch_add(u64::from(n), Relaxed);
+        CHILD_REPLIES.with(|c| c.set(0));
+    } else {
+        CHILD_REPLIES.with(|c| c.set(n));
+    }
+}
+
+/// A fork child's exit status: the replies it has not added to the slot
+/// (0 to 199). The parent adds it when it reaps the child; a child killed
+/// by a signal loses at most that many.
+#[link_section = child_text!()]
+pub(crate) fn child_exit_code() -> i32 {
+    CHILD_REPLIES.with(|c| c.get()) as i32
+}
 
 impl Slot {
     /// A slot of this process's own, shared with what it forks later.

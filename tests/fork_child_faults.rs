@@ -18,9 +18,19 @@
 //! - The mean over one run's 10 servers, which the tests assert: TCP
 //!   min 15.0 / median 15.8 / max 16.6, Unix 15.2 / 15.7 / 16.3.
 //!
-//! The budget, 17.25, lies halfway between the mean of all servers (15.75)
-//! and that mean plus three faults; with a standard deviation of 0.3 for a
-//! 10-server mean, both a false alarm and a missed +3 lie 5 sigma away.
+//! The budget was 17.25 then: halfway between the mean of all servers
+//! (15.75) and that mean plus three faults; with a standard deviation of
+//! 0.3 for a 10-server mean, both a false alarm and a missed +3 lie 5
+//! sigma away.
+//!
+//! Code layout moves it too, by whole faults: the counters' commit
+//! (00327c0) shifted the functions of std and socket2 that the child
+//! called into other 64 KiB windows and the mean rose to 16.9, though the
+//! counters themselves cost nothing (measured with them off). Calling libc
+//! directly for the child's recv, send and shutdown (sys::net) took it to
+//! 14.4 (TCP) and 14.8 (Unix), below the 17 of 17f0afc, and out of reach
+//! of std's and socket2's layout. The budget is now 16.5: two faults above
+//! that mean, still about 5 sigma from a false alarm.
 
 mod common;
 
@@ -76,7 +86,13 @@ const ANCHORS: [&str; 4] = [
 /// `Serving::handle`, `run_handler` into `ServiceFactory::serve`, the
 /// `Watch` and socket-option helpers into `Dispatch` and `StreamRequest`.
 /// Should one get a symbol again, it must lie in the hot section too.
-const INLINED_HOT_FUNCTIONS: [&str; 12] = [
+const INLINED_HOT_FUNCTIONS: [&str; 18] = [
+    "socketserver::sys::net::send_all",
+    "socketserver::sys::net::shutdown_both",
+    "socketserver::stats::Slot::add",
+    "socketserver::stats::reply",
+    "socketserver::stats::enter_child",
+    "socketserver::stats::child_exit_code",
     "socketserver::request::StreamRequest::note_read",
     "socketserver::services::Serving::serve_stream",
     "socketserver::services::Serving::serve_chunks",
@@ -111,7 +127,7 @@ const CONNECTIONS: usize = 100;
 
 /// Most minor faults a child may take on average over [`SERVERS`] servers
 /// (see the measurements above).
-const FAULT_BUDGET: f64 = 17.25;
+const FAULT_BUDGET: f64 = 16.5;
 
 #[test]
 fn a_forked_tcp_echo_child_stays_within_its_fault_budget() {

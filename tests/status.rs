@@ -285,3 +285,30 @@ fn status_without_a_server_names_the_socket_and_exits_1() {
         "{err}"
     );
 }
+
+#[test]
+fn without_a_supervisor_status_counts_too_and_the_stop_line_is_right() {
+    for policy in ["fork", "thread", "sync"] {
+        let s = Server::start("tcp", &["--policy", policy, "--no-supervisor"]);
+        let answered = sockload("tcp", &s.srv.addr, 300);
+        assert_eq!(s.wait_total("requests", answered), answered, "{policy}");
+        let st = s.status();
+        assert_eq!(st["pid"], s.srv.pid(), "{policy}");
+        assert_eq!(st["workers"][0]["pid"], s.srv.pid(), "{policy}");
+        assert_eq!(st["addr"], s.srv.addr.as_str(), "{policy}");
+        assert!(
+            st["listen_queue"]["limit"].as_u64().unwrap() > 0,
+            "{policy}: {st}"
+        );
+        let srv = s.srv;
+        srv.signal(libc::SIGTERM);
+        let stopped = srv
+            .wait_log(LIMIT, |l| l.contains("\"msg\":\"stopped\""))
+            .unwrap_or_else(|| panic!("{policy}: no stopped line"));
+        assert_eq!(
+            common::json_field(&stopped, "requests").as_deref(),
+            Some(answered.to_string().as_str()),
+            "{policy}: {stopped}"
+        );
+    }
+}

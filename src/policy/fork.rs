@@ -146,7 +146,7 @@ impl ForkRunner {
         // serving on: its children are killed too.
         let _ = sys::set_parent_death_signal(Signal::SIGKILL);
         if sys::parent_pid() != self.pid {
-            return 1; // the parent died before prctl took effect
+            return 0; // the parent died before prctl took effect
         }
         sys::set_name(&self.child_name);
         if matches!(incoming, Incoming::Stream { .. }) {
@@ -156,12 +156,11 @@ impl ForkRunner {
                 child.close_inherited(fd);
             }
         }
-        let ok = dispatch.finish(dispatch.prepare(incoming, Watch::ForkChild), true);
-        if ok {
-            0
-        } else {
-            1
-        }
+        crate::stats::enter_child();
+        // Failures are counted (and reported) by dispatch; the exit status
+        // carries the replies not yet counted (see stats::reply).
+        dispatch.finish(dispatch.prepare(incoming, Watch::ForkChild), true);
+        crate::stats::child_exit_code()
     }
 
     /// Python's `collect_children(blocking=False)`: waits on each of our own
@@ -219,7 +218,11 @@ impl ForkRunner {
     pub(super) fn reap_one(&mut self, pid: i32, dispatch: &Dispatch) {
         match waitpid(Pid::from_raw(pid), Some(WaitPidFlag::WNOHANG)) {
             Ok(WaitStatus::StillAlive) => {}
-            Ok(WaitStatus::Exited(_, 0)) | Err(nix::errno::Errno::ECHILD) => {
+            Ok(WaitStatus::Exited(_, code)) => {
+                self.children.remove(pid);
+                exited(dispatch, code);
+            }
+            Err(nix::errno::Errno::ECHILD) => {
                 self.children.remove(pid);
                 gone(dispatch, None);
             }
@@ -237,8 +240,8 @@ impl ForkRunner {
         self.children.retain(
             |pid| match waitpid(Pid::from_raw(pid), Some(WaitPidFlag::WNOHANG)) {
                 Ok(WaitStatus::StillAlive) => true,
-                Ok(WaitStatus::Exited(_, 0)) => {
-                    gone(dispatch, None);
+                Ok(WaitStatus::Exited(_, code)) => {
+                    exited(dispatch, code);
                     false
                 }
                 Ok(status) => {
@@ -313,6 +316,19 @@ impl Drop for ForkRunner {
     fn drop(&mut self) {
         let _ = sys::restore_signals(&self.mask);
     }
+}
+
+/// Counts a child that exited with `code`: the replies it had not yet
+/// added itself (`stats::child_exit_code`).
+fn exited(dispatch: &Dispatch, code: i32) {
+    if code > 0 {
+        dispatch
+            .ctx
+            .stats
+            .requests
+            .fetch_add(code as u64, std::sync::atomic::Ordering::Relaxed);
+    }
+    gone(dispatch, None);
 }
 
 /// Counts a reaped child out of the gauges; one killed by a signal is an

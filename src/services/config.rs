@@ -207,8 +207,46 @@ impl Service for AbortOn {
 /// Serves in this process until SIGTERM or SIGINT, then stops gracefully:
 /// no new requests, in-flight ones get up to `graceful_timeout`, the Unix
 /// socket file is removed.
-pub fn serve_foreground(cfg: &ServeConfig, log: &Logger) -> Result<()> {
-    let mut server = cfg.build(log)?;
+///
+/// With `control`, the status scoreboard is served on a Unix socket there
+/// (see `sockserv status`), from the serving loop.
+pub fn serve_foreground(
+    cfg: &ServeConfig,
+    control: Option<&std::path::Path>,
+    log: &Logger,
+) -> Result<()> {
+    let builder =
+        ServerBuilder::new(cfg.transport, cfg.listen.clone()).bind_options(cfg.bind.clone());
+    let mut shown = None;
+    let (builder, poll) = match control {
+        None => (builder, Duration::from_millis(500)),
+        Some(path) => {
+            use crate::supervisor::control::{ControlSocket, Standalone, StandaloneInfo};
+            let socket = ControlSocket::bind(path)?;
+            let slot = crate::stats::Slot::own().map_err(|e| Error::os("map the counters", e))?;
+            let info = StandaloneInfo {
+                transport: cfg.transport,
+                addr: String::new(),
+                policy: cfg.policy.name().to_string(),
+                service: cfg.service.name().to_string(),
+                tcp_listener: None,
+            };
+            let info = std::sync::Arc::new(std::sync::Mutex::new(info));
+            shown = Some(std::sync::Arc::clone(&info));
+            let b = builder.counters_slot(slot).layer(Box::new(move |inner| {
+                std::sync::Arc::new(Standalone::new(inner, socket, slot, info))
+            }));
+            (b, Duration::from_millis(100))
+        }
+    };
+    let mut server = cfg.configure(builder, log)?;
+    if let Some(info) = shown {
+        let mut info = info.lock().unwrap_or_else(|p| p.into_inner());
+        info.addr = server.address().to_string();
+        if cfg.transport == Transport::Tcp {
+            info.tcp_listener = server.fileno();
+        }
+    }
     let handle = server.shutdown_handle();
     handle.stop_on_signals(&[Signal::SIGTERM, Signal::SIGINT])?;
     crate::log::reopen_on_signal(Signal::SIGUSR1)
@@ -216,7 +254,7 @@ pub fn serve_foreground(cfg: &ServeConfig, log: &Logger) -> Result<()> {
     info!(log, "listening";
           "addr" => %server.address(), "transport" => %cfg.transport,
           "policy" => cfg.policy.name(), "service" => cfg.service.name());
-    server.serve_forever(Duration::from_millis(500))?;
+    server.serve_forever(poll)?;
     let active = server.active_requests();
     info!(log, "stopping"; "in_flight" => active,
           "graceful_timeout_s" => cfg.graceful_timeout.as_secs_f64());
@@ -224,7 +262,11 @@ pub fn serve_foreground(cfg: &ServeConfig, log: &Logger) -> Result<()> {
     if server.truncated_datagrams() > 0 {
         warn!(log, "oversized datagrams were dropped"; "count" => server.truncated_datagrams());
     }
-    info!(log, "stopped"; "handled" => server.context().handled());
+    let c = server.counters();
+    // handled: connections (datagrams) run through a handler, by this
+    // process or its fork children.
+    info!(log, "stopped"; "handled" => c.connections - c.rejected.min(c.connections),
+          "connections" => c.connections, "requests" => c.requests, "errors" => c.errors);
     Ok(())
 }
 

@@ -186,3 +186,96 @@ impl Drop for ControlSocket {
         let _ = std::fs::remove_file(&self.path);
     }
 }
+
+/// The status socket of a server running without a master (`sockserv
+/// --no-supervisor --control PATH`): its hooks serve the socket from the
+/// serving loop (`service_actions`), and the one "worker" is the process
+/// itself.
+pub(crate) struct Standalone {
+    inner: std::sync::Arc<dyn crate::Hooks>,
+    control: std::sync::Mutex<ControlSocket>,
+    slot: &'static crate::stats::Slot,
+    info: std::sync::Arc<std::sync::Mutex<StandaloneInfo>>,
+    started: Instant,
+}
+
+/// What a standalone server's status names.
+#[derive(Debug, Clone)]
+pub(crate) struct StandaloneInfo {
+    pub(crate) transport: crate::Transport,
+    pub(crate) addr: String,
+    pub(crate) policy: String,
+    pub(crate) service: String,
+    /// The TCP listener, for its accept queue.
+    pub(crate) tcp_listener: Option<std::os::fd::RawFd>,
+}
+
+impl Standalone {
+    pub(crate) fn new(
+        inner: std::sync::Arc<dyn crate::Hooks>,
+        control: ControlSocket,
+        slot: &'static crate::stats::Slot,
+        info: std::sync::Arc<std::sync::Mutex<StandaloneInfo>>,
+    ) -> Standalone {
+        Standalone {
+            inner,
+            control: std::sync::Mutex::new(control),
+            slot,
+            info,
+            started: Instant::now(),
+        }
+    }
+
+    fn status(&self) -> super::status::Status {
+        use super::status::{memory_of_tree, threads_of, Status, WorkerStatus};
+        let pid = std::process::id();
+        let counters = self.slot.read();
+        let info = self.info.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let (rss_kib, pss_kib) = memory_of_tree(pid as i32);
+        let me = WorkerStatus {
+            pid: pid as i32,
+            generation: 0,
+            state: "serving",
+            uptime: self.started.elapsed(),
+            counters,
+            threads: threads_of(pid as i32),
+            rss_kib,
+            pss_kib,
+        };
+        Status {
+            pid,
+            uptime: self.started.elapsed(),
+            transport: info.transport.to_string(),
+            addr: info.addr.clone(),
+            policy: info.policy.clone(),
+            service: info.service.clone(),
+            workers: vec![me],
+            totals: counters,
+            worker_restarts: 0,
+            listen_queue: info
+                .tcp_listener
+                .and_then(|fd| crate::sys::tcp_listen_queue(fd).ok()),
+        }
+    }
+}
+
+impl crate::Hooks for Standalone {
+    fn verify_request(&self, peer: &crate::Address) -> bool {
+        self.inner.verify_request(peer)
+    }
+
+    fn handle_timeout(&self) {
+        self.inner.handle_timeout();
+    }
+
+    fn service_actions(&self) {
+        if let Ok(mut control) = self.control.try_lock() {
+            control.serve(|| self.status().to_json());
+        }
+        self.inner.service_actions();
+    }
+
+    fn handle_error(&self, peer: &crate::Address, err: &crate::RequestError, log: &slog::Logger) {
+        self.inner.handle_error(peer, err, log);
+    }
+}

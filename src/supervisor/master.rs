@@ -604,7 +604,7 @@ impl<'a> Master<'a> {
             .collect();
         let listen_queue = match &self.listener {
             Some(l) if l.transport == crate::Transport::Tcp => {
-                crate::sys::tcp_listen_queue(l.socket.as_fd()).ok()
+                crate::sys::tcp_listen_queue(l.socket.as_raw_fd()).ok()
             }
             _ => None,
         };

@@ -41,7 +41,7 @@
 //! (the queue), `restart` (back-off, crash loop), `upgrade` (USR2),
 //! `pidfile`, [`systemd`] (socket activation, sd_notify).
 
-mod control;
+pub(crate) mod control;
 mod master;
 mod pidfile;
 mod restart;

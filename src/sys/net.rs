@@ -25,13 +25,27 @@ pub(crate) fn recv_from_trunc(
 }
 
 /// `recv(2)` into uninitialised memory; returns the bytes received (0 at
-/// end of stream), the only ones written.
+/// end of stream), the only ones written. Calls libc directly (not
+/// socket2): a forked child runs this, and libc's socket calls share their
+/// code pages, where socket2's and std's wrappers would each cost the
+/// child a page fault of program text (see CHILD_TEXT).
 #[link_section = child_text!()]
 pub(crate) fn recv_uninit<'b>(
     socket: &socket2::Socket,
     buf: &'b mut [MaybeUninit<u8>],
 ) -> io::Result<&'b mut [u8]> {
-    let n = socket.recv(buf)?;
+    use std::os::fd::AsRawFd;
+    let n = loop {
+        match syscall!(recv(
+            socket.as_raw_fd(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+            0
+        )) {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            other => break other? as usize,
+        }
+    };
     // SAFETY: recv initialised the first n bytes; MaybeUninit<u8> has u8's layout.
     Ok(unsafe { &mut *(&mut buf[..n] as *mut [MaybeUninit<u8>] as *mut [u8]) })
 }
@@ -60,6 +74,29 @@ pub(crate) fn copy_uninit<'b>(buf: &'b mut [MaybeUninit<u8>], src: &[u8]) -> &'b
     }
     // SAFETY: the loop initialised the first n bytes.
     unsafe { &mut *(&mut buf[..n] as *mut [MaybeUninit<u8>] as *mut [u8]) }
+}
+
+/// Sends all of `buf` on `fd` (MSG_NOSIGNAL: a vanished peer is EPIPE,
+/// never SIGPIPE), retrying interrupted and partial sends. libc directly,
+/// for a forked child's sake (see [`recv_uninit`]).
+#[link_section = child_text!()]
+pub(crate) fn send_all(fd: RawFd, mut buf: &[u8]) -> io::Result<()> {
+    while !buf.is_empty() {
+        match syscall!(send(fd, buf.as_ptr().cast(), buf.len(), libc::MSG_NOSIGNAL)) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => buf = &buf[n as usize..],
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// Shuts down both directions of `fd` (Python's `shutdown_request`);
+/// errors (the peer left) are ignored. libc directly (see [`recv_uninit`]).
+#[link_section = child_text!()]
+pub(crate) fn shutdown_both(fd: RawFd) {
+    let _ = syscall!(shutdown(fd, libc::SHUT_RDWR));
 }
 
 /// Sets TCP_NODELAY on `fd` (libc directly: a forked child calls this;
@@ -150,12 +187,11 @@ pub(crate) fn take_upgrade_fd(fd: RawFd) -> Result<OwnedFd> {
 /// A TCP listening socket's accept queue: (connections waiting to be
 /// accepted, the backlog limit), from `TCP_INFO` (Linux reports them as
 /// `tcpi_unacked` and `tcpi_sacked` for a socket in LISTEN state).
-pub(crate) fn tcp_listen_queue(fd: std::os::fd::BorrowedFd<'_>) -> io::Result<(u32, u32)> {
-    use std::os::fd::AsRawFd;
+pub(crate) fn tcp_listen_queue(fd: RawFd) -> io::Result<(u32, u32)> {
     let mut info = std::mem::MaybeUninit::<libc::tcp_info>::zeroed();
     let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
     syscall!(getsockopt(
-        fd.as_raw_fd(),
+        fd,
         libc::IPPROTO_TCP,
         libc::TCP_INFO,
         info.as_mut_ptr().cast(),
