@@ -39,9 +39,6 @@ pub(crate) struct Slot {
     pub(crate) children: AtomicI64,
 }
 
-// SAFETY: Slot is a struct of atomic integers: all-zero is a valid value.
-unsafe impl sys::Zeroable for Slot {}
-
 thread_local! {
     /// In a fork-policy child: replies not yet added to the slot. The
     /// child's first write to the shared counters page would cost it a

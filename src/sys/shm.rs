@@ -44,3 +44,6 @@ pub(crate) fn shared_zeroed<T: Sync + Zeroable>(count: usize) -> io::Result<&'st
 /// Implement only for types for which zeroed memory is a valid, initialised
 /// value (integers, atomics, structs and arrays of them).
 pub(crate) unsafe trait Zeroable {}
+
+// SAFETY: Slot is a struct of atomic integers: all-zero is a valid value.
+unsafe impl Zeroable for crate::stats::Slot {}
