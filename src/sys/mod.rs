@@ -50,7 +50,7 @@ pub(crate) use process::{
     fork, ignore_sigpipe, parent_pid, process_name, release_free_memory, set_name,
     set_parent_death_signal, ForkChild, SingleThreaded,
 };
-pub(crate) use shm::{shared_zeroed, Zeroable};
+pub(crate) use shm::shared_zeroed;
 pub(crate) use signal::{
     block_signals, count_signal, realtime_signals, restore_signals, shutdown_read_on_signal,
     StopSlots,
