@@ -45,6 +45,10 @@ pub struct ServerBuilder {
     layer: Option<HookLayer>,
     /// Set by the supervisor's worker: the counters slot its master reads.
     slot: Option<&'static Slot>,
+    /// Serve the status scoreboard here (a server without a master).
+    status_socket: Option<std::path::PathBuf>,
+    /// What is served, for the scoreboard.
+    name: String,
     log: Logger,
 }
 
@@ -67,6 +71,8 @@ impl ServerBuilder {
             hooks: Arc::new(DefaultHooks),
             layer: None,
             slot: None,
+            status_socket: None,
+            name: String::from("server"),
             log: Logger::root(slog::Discard, o!()),
         }
     }
@@ -134,6 +140,23 @@ impl ServerBuilder {
         self
     }
 
+    /// Serves the status scoreboard (what `sockserv status` reads: this
+    /// process as the one worker, its counters, memory and listen queue)
+    /// on a Unix socket at `path`, mode 0600, removed when the server goes.
+    /// It is answered from the serving loop, between requests, within the
+    /// `poll_interval` given to `serve_forever`. Under the supervisor, set
+    /// it on the [`Supervisor`](crate::Supervisor) instead.
+    pub fn status_socket(mut self, path: Option<std::path::PathBuf>) -> Self {
+        self.status_socket = path;
+        self
+    }
+
+    /// What is served, as the scoreboard names it (default `server`).
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = name.into();
+        self
+    }
+
     /// Counts into `slot` (a supervised worker's) instead of a slot of its own.
     pub(crate) fn counters_slot(mut self, slot: &'static Slot) -> Self {
         self.slot = Some(slot);
@@ -167,10 +190,27 @@ impl ServerBuilder {
         ctx.tcp_nodelay = self.tcp_nodelay;
         ctx.max_packet_size = self.max_packet_size;
         let control = Arc::new(Control::new().map_err(|e| Error::os("socketpair", e))?);
-        let hooks = match self.layer {
-            Some(layer) => layer(self.hooks),
-            None => self.hooks,
-        };
+        let mut hooks = self.hooks;
+        if let Some(path) = &self.status_socket {
+            use crate::supervisor::control::{ControlSocket, Standalone, StandaloneInfo};
+            let info = StandaloneInfo {
+                transport: listener.transport,
+                addr: listener.address.to_string(),
+                policy: self.policy.name().to_string(),
+                service: self.name.clone(),
+                tcp_listener: (listener.transport == Transport::Tcp)
+                    .then(|| listener.socket.as_raw_fd()),
+            };
+            hooks = Arc::new(Standalone::new(
+                hooks,
+                ControlSocket::bind(path)?,
+                stats,
+                info,
+            ));
+        }
+        if let Some(layer) = self.layer {
+            hooks = layer(hooks);
+        }
         let dispatch = Dispatch {
             factory: Arc::new(factory),
             hooks,

@@ -1,7 +1,7 @@
 //! Counters a server, its threads and its fork children share with the
 //! supervisor's master: what `sockserv status` and the metrics report.
 //!
-//! Each server counts into one [`Slot`], a cache line of atomic integers in
+//! Each server counts into one `Slot`, a cache line of atomic integers in
 //! memory mapped shared before anything forks (`sys::shared_zeroed`): a
 //! fork-policy child adds to its parent's slot, a supervised worker to the
 //! slot its master gave it, and a SIGKILL loses nothing already added. The

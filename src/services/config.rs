@@ -215,38 +215,16 @@ pub fn serve_foreground(
     control: Option<&std::path::Path>,
     log: &Logger,
 ) -> Result<()> {
-    let builder =
-        ServerBuilder::new(cfg.transport, cfg.listen.clone()).bind_options(cfg.bind.clone());
-    let mut shown = None;
-    let (builder, poll) = match control {
-        None => (builder, Duration::from_millis(500)),
-        Some(path) => {
-            use crate::supervisor::control::{ControlSocket, Standalone, StandaloneInfo};
-            let socket = ControlSocket::bind(path)?;
-            let slot = crate::stats::Slot::own().map_err(|e| Error::os("map the counters", e))?;
-            let info = StandaloneInfo {
-                transport: cfg.transport,
-                addr: String::new(),
-                policy: cfg.policy.name().to_string(),
-                service: cfg.service.name().to_string(),
-                tcp_listener: None,
-            };
-            let info = std::sync::Arc::new(std::sync::Mutex::new(info));
-            shown = Some(std::sync::Arc::clone(&info));
-            let b = builder.counters_slot(slot).layer(Box::new(move |inner| {
-                std::sync::Arc::new(Standalone::new(inner, socket, slot, info))
-            }));
-            (b, Duration::from_millis(100))
-        }
+    let builder = ServerBuilder::new(cfg.transport, cfg.listen.clone())
+        .bind_options(cfg.bind.clone())
+        .name(cfg.service.name())
+        .status_socket(control.map(std::path::Path::to_path_buf));
+    // The status socket is answered between requests: poll more often.
+    let poll = match control {
+        Some(_) => Duration::from_millis(100),
+        None => Duration::from_millis(500),
     };
     let mut server = cfg.configure(builder, log)?;
-    if let Some(info) = shown {
-        let mut info = info.lock().unwrap_or_else(|p| p.into_inner());
-        info.addr = server.address().to_string();
-        if cfg.transport == Transport::Tcp {
-            info.tcp_listener = server.fileno();
-        }
-    }
     let handle = server.shutdown_handle();
     handle.stop_on_signals(&[Signal::SIGTERM, Signal::SIGINT])?;
     crate::log::reopen_on_signal(Signal::SIGUSR1)

@@ -195,7 +195,7 @@ pub(crate) struct Standalone {
     inner: std::sync::Arc<dyn crate::Hooks>,
     control: std::sync::Mutex<ControlSocket>,
     slot: &'static crate::stats::Slot,
-    info: std::sync::Arc<std::sync::Mutex<StandaloneInfo>>,
+    info: StandaloneInfo,
     started: Instant,
 }
 
@@ -215,7 +215,7 @@ impl Standalone {
         inner: std::sync::Arc<dyn crate::Hooks>,
         control: ControlSocket,
         slot: &'static crate::stats::Slot,
-        info: std::sync::Arc<std::sync::Mutex<StandaloneInfo>>,
+        info: StandaloneInfo,
     ) -> Standalone {
         Standalone {
             inner,
@@ -230,7 +230,7 @@ impl Standalone {
         use super::status::{memory_of_tree, threads_of, Status, WorkerStatus};
         let pid = std::process::id();
         let counters = self.slot.read();
-        let info = self.info.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let info = &self.info;
         let (rss_kib, pss_kib) = memory_of_tree(pid as i32);
         let me = WorkerStatus {
             pid: pid as i32,
