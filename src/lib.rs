@@ -94,6 +94,7 @@ pub mod socket;
 pub mod stats;
 pub mod supervisor;
 mod sys;
+mod throttle;
 mod transport;
 mod watch;
 

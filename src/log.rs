@@ -313,8 +313,8 @@ impl slog::Serializer for JsonKv {
     }
 }
 
-/// Appends `s` as a JSON string literal.
-fn json_string(out: &mut String, s: &str) {
+/// Appends `s` as a JSON string literal (the status JSON uses it too).
+pub(crate) fn json_string(out: &mut String, s: &str) {
     out.push('"');
     for c in s.chars() {
         match c {

@@ -26,6 +26,7 @@ use crate::policy::{check_single_threaded, Policy, Runner};
 use crate::request::ServerContext;
 use crate::socket::{BindOptions, Listener};
 use crate::stats::{Counters, Slot};
+use crate::throttle::Throttle;
 use crate::transport::{get_request, Incoming, NoRequest};
 
 /// Builds a [`Server`]: where to listen, how to run requests, and hooks.
@@ -227,6 +228,7 @@ impl ServerBuilder {
             control,
             timeout: self.timeout,
             backoff: Backoff::default(),
+            warnings: Warnings::default(),
             log: self.log,
         })
     }
@@ -253,6 +255,15 @@ pub enum Handled {
     Stopped,
 }
 
+/// Rate-limited warnings (see `throttle`).
+#[derive(Debug, Default)]
+struct Warnings {
+    truncated: Throttle,
+    exhausted: Throttle,
+    full: Throttle,
+    was_full: bool,
+}
+
 /// A socket server. See the module docs for the lifecycle.
 pub struct Server {
     listener: Option<Listener>,
@@ -262,6 +273,7 @@ pub struct Server {
     control: Arc<Control>,
     timeout: Option<Duration>,
     backoff: Backoff,
+    warnings: Warnings,
     log: Logger,
 }
 
@@ -394,7 +406,12 @@ impl Server {
             }
             _ => false,
         };
-        let watch = !backing_off && self.runner.can_accept() && self.listener.is_some();
+        let full = !self.runner.can_accept();
+        if full && !self.warnings.was_full {
+            self.saturated();
+        }
+        self.warnings.was_full = full;
+        let watch = !backing_off && !full && self.listener.is_some();
         let ms = limit.map_or(-1, |l| l.as_millis().min(i32::MAX as u128) as i32);
         let timeout = PollTimeout::try_from(ms).unwrap_or(PollTimeout::NONE);
         let fired = |fd: &PollFd<'_>| fd.revents().is_some_and(|r| !r.is_empty());
@@ -454,9 +471,12 @@ impl Server {
             Err(NoRequest::Spurious) => return false,
             Err(NoRequest::Truncated { peer, len }) => {
                 Slot::add(&self.dispatch.ctx.stats.truncated);
-                warn!(self.log, "datagram too large; dropped";
-                      "peer" => %peer, "len" => len,
-                      "max_packet_size" => self.dispatch.ctx.max_packet_size);
+                if let Some(suppressed) = self.warnings.truncated.event(Instant::now()) {
+                    warn!(self.log, "datagram too large; dropped";
+                          "peer" => %peer, "len" => len, "raise" => "--max-packet-size",
+                          "max_packet_size" => self.dispatch.ctx.max_packet_size,
+                          "suppressed" => suppressed);
+                }
             }
             Err(NoRequest::Exhausted(e)) | Err(NoRequest::Failed(e)) => self.accept_failed(e),
         }
@@ -478,11 +498,31 @@ impl Server {
         }
     }
 
+    /// The policy just filled up (fork at max_children, pool threads and
+    /// queue busy): clients wait in the backlog. Warned at most every 10 s.
+    fn saturated(&mut self) {
+        let Some(suppressed) = self.warnings.full.event(Instant::now()) else {
+            return;
+        };
+        let flag = match self.policy {
+            Policy::Fork { .. } => "--max-children",
+            Policy::Pool { .. } => "--threads or --queue",
+            _ => "the policy's bound",
+        };
+        warn!(self.log, "saturated: new clients wait in the listen backlog";
+              "policy" => self.policy.name(), "raise" => flag,
+              "in_flight" => self.runner.active(), "times_since_last_warning" => suppressed);
+    }
+
     fn accept_failed(&mut self, e: std::io::Error) {
         let b = &mut self.backoff;
         if b.failures == 0 {
-            error!(self.log, "cannot take requests; backing off";
-                   "addr" => %self.dispatch.ctx.address, "error" => %e);
+            if let Some(suppressed) = self.warnings.exhausted.event(Instant::now()) {
+                error!(self.log, "cannot take requests; backing off";
+                       "addr" => %self.dispatch.ctx.address, "error" => %e,
+                       "raise" => "the open-files limit (ulimit -n, LimitNOFILE=)",
+                       "suppressed" => suppressed);
+            }
         }
         b.failures += 1;
         b.delay = (b.delay * 2).clamp(Duration::from_millis(10), Duration::from_secs(1));

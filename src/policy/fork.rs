@@ -40,6 +40,8 @@ pub(crate) struct ForkRunner {
     pub(super) pid: u32,
     /// What children call themselves in `ps` (`sockserv child`).
     pub(super) child_name: std::ffi::CString,
+    /// Children killed by a signal: warned at most every 10 s.
+    pub(super) killed: crate::throttle::Throttle,
 }
 
 impl ForkRunner {
@@ -79,6 +81,7 @@ impl ForkRunner {
             single,
             pid: std::process::id(),
             child_name: sys::process_name("child"),
+            killed: crate::throttle::Throttle::default(),
         })
     }
 
@@ -227,16 +230,32 @@ impl ForkRunner {
                 gone(dispatch, None);
             }
             Ok(status) => {
-                debug!(dispatch.log, "child ended"; "child" => pid, "status" => ?status);
                 self.children.remove(pid);
                 gone(dispatch, Some(&status));
+                self.warn_killed(pid, &status, dispatch);
             }
             Err(e) => warn!(dispatch.log, "waitpid failed"; "child" => pid, "error" => %e),
         }
     }
 
+    /// A child that a signal ended: a WARN line naming the signal, at
+    /// most every 10 s (a handler that crashes on every request must not
+    /// fill the disk).
+    fn warn_killed(&mut self, pid: i32, status: &WaitStatus, dispatch: &Dispatch) {
+        let WaitStatus::Signaled(_, sig, core) = status else {
+            debug!(dispatch.log, "child ended"; "child" => pid, "status" => ?status);
+            return;
+        };
+        if let Some(suppressed) = self.killed.event(Instant::now()) {
+            warn!(dispatch.log, "child killed by a signal; its connection was cut off";
+                  "child" => pid, "signal" => sig.as_str(), "core_dumped" => *core,
+                  "suppressed" => suppressed);
+        }
+    }
+
     /// Python's per-pid pass over every live child.
     pub(super) fn sweep(&mut self, dispatch: &Dispatch) {
+        let mut killed = Vec::new();
         self.children.retain(
             |pid| match waitpid(Pid::from_raw(pid), Some(WaitPidFlag::WNOHANG)) {
                 Ok(WaitStatus::StillAlive) => true,
@@ -245,8 +264,8 @@ impl ForkRunner {
                     false
                 }
                 Ok(status) => {
-                    debug!(dispatch.log, "child ended"; "child" => pid, "status" => ?status);
                     gone(dispatch, Some(&status));
+                    killed.push((pid, status));
                     false
                 }
                 Err(nix::errno::Errno::ECHILD) => {
@@ -259,6 +278,9 @@ impl ForkRunner {
                 }
             },
         );
+        for (pid, status) in killed {
+            self.warn_killed(pid, &status, dispatch);
+        }
     }
 
     /// Waits up to `limit` for a child to exit (or a wake-up), then
