@@ -71,6 +71,10 @@ fn config(a: &Args) -> Result<ServeConfig, String> {
         max_packet_size: a.max_packet_size as usize,
         allow: a.allow.clone(),
         abort_on: a.abort_on.clone(),
+        access_log: a
+            .access_log
+            .clone()
+            .map(|p| (p, a.log_format == socketserver::log::LogFormat::Json)),
     };
     cfg.validate().map_err(|e| e.to_string())?;
     Ok(cfg)
@@ -250,6 +254,11 @@ fn check(a: &Args, serve: &ServeConfig, sup: &Supervisor) -> ExitCode {
     }
     if let Some(f) = &a.log_file {
         if let Err(e) = check_writable_file("--log-file", f) {
+            failed.push(e.to_string());
+        }
+    }
+    if let Some(f) = a.access_log.as_ref().filter(|f| f.as_os_str() != "-") {
+        if let Err(e) = check_writable_file("--access-log", f) {
             failed.push(e.to_string());
         }
     }

@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use slog::{debug, Logger};
 
+use crate::access::{AccessLog, Outcome};
 use crate::addr::Address;
 use crate::error::RequestError;
 use crate::handler::HandlerFactory;
@@ -29,6 +30,8 @@ pub(crate) struct Dispatch {
     pub(crate) ctx: Arc<ServerContext>,
     /// Where to log.
     pub(crate) log: Logger,
+    /// One line per connection or datagram, when configured.
+    pub(crate) access: Option<Arc<AccessLog>>,
 }
 
 impl Dispatch {
@@ -72,6 +75,7 @@ impl Dispatch {
     #[link_section = child_text!()]
     pub(crate) fn finish(&self, prepared: Prepared, in_child: bool) -> bool {
         let Prepared { mut request } = prepared;
+        let started = self.access.as_ref().map(|_| std::time::Instant::now());
         if let Request::Stream(s) = &request {
             s.apply_options();
         }
@@ -83,17 +87,41 @@ impl Dispatch {
         if let Request::Stream(s) = &request {
             s.shutdown();
         }
-        let ok = match result {
-            Ok(()) => true,
+        let (ok, outcome) = match result {
+            Ok(()) => (true, Outcome::Ok),
             Err(RequestError::Io(e)) if is_disconnect(&e) => {
                 debug!(self.log, "client went away"; "peer" => %request.peer(), "error" => %e);
-                true
+                let timeout = matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                );
+                (
+                    true,
+                    if timeout {
+                        Outcome::Timeout
+                    } else {
+                        Outcome::Reset
+                    },
+                )
             }
             Err(err) => {
                 self.report(request.peer(), &err);
-                false
+                (false, Outcome::Error)
             }
         };
+        if let (Some(access), Some(started)) = (&self.access, started) {
+            let (bytes_in, bytes_out) = match &request {
+                Request::Stream(s) => s.bytes(),
+                Request::Datagram(d) => d.bytes(),
+            };
+            access.record(
+                request.peer(),
+                outcome,
+                started.elapsed(),
+                bytes_in,
+                bytes_out,
+            );
+        }
         if in_child {
             std::mem::forget(request);
         } else {

@@ -80,6 +80,7 @@ macro_rules! child_text {
     };
 }
 
+pub mod access;
 pub mod addr;
 mod control;
 mod dispatch;

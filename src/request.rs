@@ -127,6 +127,9 @@ pub struct StreamRequest {
     ctx: Arc<ServerContext>,
     watch: Watch,
     used: bool,
+    /// Bytes handed to the handler and written to the client (access log).
+    bytes_in: u64,
+    bytes_out: u64,
 }
 
 impl StreamRequest {
@@ -149,6 +152,8 @@ impl StreamRequest {
             ctx,
             watch,
             used: false,
+            bytes_in: 0,
+            bytes_out: 0,
         }
     }
 
@@ -172,6 +177,7 @@ impl StreamRequest {
 
     #[link_section = child_text!()]
     fn note_read(&mut self, n: usize) {
+        self.bytes_in += n as u64;
         if n > 0 && !self.used {
             self.used = true;
             self.watch.mark_used(self.raw_fd());
@@ -290,6 +296,7 @@ impl StreamRequest {
     #[link_section = child_text!()]
     pub fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
         crate::sys::send_all(self.socket.as_raw_fd(), buf)?;
+        self.bytes_out += buf.len() as u64;
         crate::stats::reply(self.ctx.stats);
         Ok(())
     }
@@ -307,6 +314,11 @@ impl StreamRequest {
     /// The server's shared settings.
     pub fn server(&self) -> &ServerContext {
         &self.ctx
+    }
+
+    /// Bytes read by the handler and written to the client so far.
+    pub(crate) fn bytes(&self) -> (u64, u64) {
+        (self.bytes_in, self.bytes_out)
     }
 
     pub(crate) fn raw_fd(&self) -> i32 {
@@ -333,7 +345,9 @@ impl Write for StreamRequest {
     /// A partial write (as `BufWriter` and `write!` make); counts no reply:
     /// `write_all` does.
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        (&self.socket).write(buf)
+        let n = (&self.socket).write(buf)?;
+        self.bytes_out += n as u64;
+        Ok(n)
     }
 
     fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
@@ -412,6 +426,8 @@ pub struct DatagramRequest {
     reply_to: SockAddr,
     socket: Arc<Socket>,
     ctx: Arc<ServerContext>,
+    /// Reply bytes sent (access log).
+    sent: u64,
 }
 
 impl DatagramRequest {
@@ -430,7 +446,13 @@ impl DatagramRequest {
             reply_to,
             socket,
             ctx,
+            sent: 0,
         }
+    }
+
+    /// Bytes received and sent in reply (access log).
+    pub(crate) fn bytes(&self) -> (u64, u64) {
+        (self.packet.len() as u64, self.sent)
     }
 
     /// The client's address.
@@ -468,7 +490,7 @@ impl DatagramRequest {
             other => other,
         };
         self.reply.clear();
-        res?;
+        self.sent += res? as u64;
         crate::stats::reply(self.ctx.stats);
         Ok(())
     }

@@ -50,6 +50,8 @@ pub struct ServerBuilder {
     status_socket: Option<std::path::PathBuf>,
     /// What is served, for the scoreboard.
     name: String,
+    /// One line per connection or datagram.
+    access: Option<Arc<crate::access::AccessLog>>,
     log: Logger,
 }
 
@@ -74,6 +76,7 @@ impl ServerBuilder {
             slot: None,
             status_socket: None,
             name: String::from("server"),
+            access: None,
             log: Logger::root(slog::Discard, o!()),
         }
     }
@@ -152,6 +155,13 @@ impl ServerBuilder {
         self
     }
 
+    /// Writes one line per connection or datagram to `log` (see
+    /// [`crate::access`]); off by default.
+    pub fn access_log(mut self, log: Option<crate::access::AccessLog>) -> Self {
+        self.access = log.map(Arc::new);
+        self
+    }
+
     /// What is served, as the scoreboard names it (default `server`).
     pub fn name(mut self, name: impl Into<String>) -> Self {
         self.name = name.into();
@@ -217,6 +227,7 @@ impl ServerBuilder {
             hooks,
             ctx: Arc::new(ctx),
             log: self.log.clone(),
+            access: self.access,
         };
         let fd = listener.socket.as_raw_fd();
         let runner = Runner::new(self.policy, &dispatch, &control, Some(fd))?;
@@ -488,6 +499,10 @@ impl Server {
         if !self.dispatch.hooks.verify_request(&peer) {
             Slot::add(&self.dispatch.ctx.stats.rejected);
             debug!(self.log, "request refused by verify_request"; "peer" => %peer);
+            if let Some(access) = &self.dispatch.access {
+                use crate::access::Outcome;
+                access.record(&peer, Outcome::Rejected, Duration::ZERO, 0, 0);
+            }
             return; // dropping `incoming` closes the connection
         }
         debug!(self.log, "request"; "peer" => %peer);

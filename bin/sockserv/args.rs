@@ -162,6 +162,11 @@ pub struct Args {
     /// Validate the configuration (flags, address, bindability) and exit.
     #[arg(long)]
     pub check: bool,
+    /// One line per connection or datagram (time, peer, outcome, duration,
+    /// bytes in and out) appended to PATH, or `-` for stdout; JSON lines
+    /// with --log-format json. Off by default.
+    #[arg(long, value_name = "PATH|-", env = "SOCKSERV_ACCESS_LOG")]
+    pub access_log: Option<PathBuf>,
     /// Append the log to this file instead of stderr; SIGUSR1 reopens it
     /// (after logrotate moved it).
     #[arg(long, value_name = "PATH", env = "SOCKSERV_LOG_FILE")]

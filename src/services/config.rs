@@ -65,6 +65,9 @@ pub struct ServeConfig {
     pub allow: Vec<String>,
     /// Abort the serving process when a request contains this (testing aid).
     pub abort_on: Option<String>,
+    /// `--access-log`: a path, or `-` for standard output; and whether as
+    /// JSON lines.
+    pub access_log: Option<(std::path::PathBuf, bool)>,
 }
 
 impl ServeConfig {
@@ -114,7 +117,15 @@ impl ServeConfig {
     /// `builder` and builds the server of its service. The supervisor's
     /// workers call it on a builder holding the master's socket.
     pub fn configure(&self, builder: ServerBuilder, log: &Logger) -> Result<Server> {
+        let access = match &self.access_log {
+            None => None,
+            Some((p, json)) if p.as_os_str() == "-" => {
+                Some(crate::access::AccessLog::stdout(*json))
+            }
+            Some((p, json)) => Some(crate::access::AccessLog::open(p, *json)?),
+        };
         let builder = builder
+            .access_log(access)
             .policy(self.policy)
             .idle_timeout(self.idle_timeout)
             .max_packet_size(self.max_packet_size)

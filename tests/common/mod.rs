@@ -638,3 +638,16 @@ pub fn serving_pid(server: &Sockserv, supervised: bool) -> i32 {
         ref other => panic!("expected one worker, found {other:?}"),
     }
 }
+
+/// Sends SIGTERM to `pid` when dropped (a process a test started by hand
+/// and reaps itself).
+pub struct StopOnDrop(pub i32);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.0),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+    }
+}
