@@ -110,6 +110,9 @@ fn refused_clients_and_datagrams_are_logged_in_text() {
         line.contains("127.0.0.1:") && line.contains("in=0 out=0"),
         "{line}"
     );
+    assert!(!line.starts_with('{'), "not text: {line}");
+    drop(stop);
+    tcp.wait().unwrap();
 
     let dlog = dir.path().join("dgram.log");
     let udp = Sockserv::start(&[
