@@ -418,10 +418,14 @@ impl Server {
             _ => false,
         };
         let full = !self.runner.can_accept();
-        if full && !self.warnings.was_full {
-            self.saturated();
+        // Written only on a change: under fork, every page the parent
+        // writes between forks is copied once per child.
+        if full != self.warnings.was_full {
+            self.warnings.was_full = full;
+            if full {
+                self.saturated();
+            }
         }
-        self.warnings.was_full = full;
         let watch = !backing_off && !full && self.listener.is_some();
         let ms = limit.map_or(-1, |l| l.as_millis().min(i32::MAX as u128) as i32);
         let timeout = PollTimeout::try_from(ms).unwrap_or(PollTimeout::NONE);
