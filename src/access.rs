@@ -13,6 +13,7 @@
 //! it never interleave within a line. Off unless configured: the request
 //! path then pays one branch.
 
+use std::fmt::{self, Write as _};
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
@@ -91,25 +92,105 @@ impl AccessLog {
         bytes_in: u64,
         bytes_out: u64,
     ) {
-        let ts = crate::log::utc_now(6);
+        // Formatted on the stack: a fork child that allocated would copy a
+        // heap page it shares with its parent.
+        let ts = crate::log::Timestamp::now(6);
         let us = took.as_micros();
-        let line = if self.json {
-            let mut peer_json = String::new();
-            crate::log::json_string(&mut peer_json, &peer.to_string());
-            format!(
-                "{{\"ts\":\"{ts}\",\"peer\":{peer_json},\"outcome\":\"{}\",\"duration_us\":{us},\
-                 \"bytes_in\":{bytes_in},\"bytes_out\":{bytes_out}}}\n",
+        let mut line = Line::new();
+        let written = if self.json {
+            write!(
+                line,
+                "{{\"ts\":\"{ts}\",\"peer\":\"{}\",\"outcome\":\"{}\",\"duration_us\":{us},\
+                 \"bytes_in\":{bytes_in},\"bytes_out\":{bytes_out}}}",
+                Json(peer),
                 outcome.name()
             )
         } else {
-            format!(
-                "{ts} {peer} {} {us}us in={bytes_in} out={bytes_out}\n",
+            write!(
+                line,
+                "{ts} {peer} {} {us}us in={bytes_in} out={bytes_out}",
                 outcome.name()
             )
         };
+        if written.is_err() {
+            line.len = line.buf.len() - 1; // cut at the buffer's end
+        }
+        line.buf[line.len] = b'\n';
+        let line = &line.buf[..=line.len];
         let _ = match &self.out {
-            Out::File(f) => (&*f).write_all(line.as_bytes()),
-            Out::Stdout => std::io::stdout().lock().write_all(line.as_bytes()),
+            Out::File(f) => (&*f).write_all(line),
+            Out::Stdout => std::io::stdout().lock().write_all(line),
         };
+    }
+}
+
+/// One access line, built in a stack buffer (no allocation).
+struct Line {
+    buf: [u8; 1024],
+    len: usize,
+}
+
+impl Line {
+    fn new() -> Line {
+        Line {
+            buf: [0; 1024],
+            len: 0,
+        }
+    }
+}
+
+impl fmt::Write for Line {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        // One byte stays free for the newline.
+        let room = self.buf.len() - 1 - self.len;
+        if s.len() > room {
+            return Err(fmt::Error);
+        }
+        self.buf[self.len..self.len + s.len()].copy_from_slice(s.as_bytes());
+        self.len += s.len();
+        Ok(())
+    }
+}
+
+/// Displays its value with JSON string escapes (without the quotes).
+struct Json<T>(T);
+
+impl<T: fmt::Display> fmt::Display for Json<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        struct Escape<'a, 'b>(&'a mut fmt::Formatter<'b>);
+        impl fmt::Write for Escape<'_, '_> {
+            fn write_str(&mut self, s: &str) -> fmt::Result {
+                for c in s.chars() {
+                    match c {
+                        '"' => self.0.write_str("\\\"")?,
+                        '\\' => self.0.write_str("\\\\")?,
+                        c if (c as u32) < 0x20 || c == '\u{7f}' => {
+                            write!(self.0, "\\u{:04x}", c as u32)?
+                        }
+                        c => self.0.write_char(c)?,
+                    }
+                }
+                Ok(())
+            }
+        }
+        write!(Escape(f), "{}", self.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_escapes_quotes_and_controls_without_allocating_the_line() {
+        assert_eq!(Json("a\"b\\c\n").to_string(), "a\\\"b\\\\c\\u000a");
+        let mut l = Line::new();
+        assert!(
+            write!(l, "{}", "x".repeat(2000)).is_err(),
+            "overflow is reported"
+        );
+        let mut l = Line::new();
+        write!(l, "ok {}", 5).unwrap();
+        assert_eq!(&l.buf[..l.len], b"ok 5");
     }
 }

@@ -332,21 +332,16 @@ pub(crate) fn json_string(out: &mut String, s: &str) {
     out.push('"');
 }
 
-/// The current UTC time as RFC 3339 with `digits` (at most 9) of
-/// fractional seconds, e.g. `2026-12-01T07:54:21.123Z`.
-pub(crate) fn utc_now(digits: usize) -> String {
-    Timestamp::now(digits.min(9)).to_string()
-}
-
-/// The current UTC time as RFC 3339 with `digits` of fractional seconds.
-struct Timestamp {
+/// The current UTC time as RFC 3339 with `digits` of fractional seconds
+/// (a `Display`, formatted without allocating).
+pub(crate) struct Timestamp {
     secs: i64,
     nanos: u32,
     digits: usize,
 }
 
 impl Timestamp {
-    fn now(digits: usize) -> Timestamp {
+    pub(crate) fn now(digits: usize) -> Timestamp {
         let d = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .unwrap_or_default();
