@@ -11,13 +11,16 @@
 //! `rejected` (`verify_request` refused it). Each line is one `write(2)` to
 //! a file opened for appending, so the workers and fork children that share
 //! it never interleave within a line. Off unless configured: the request
-//! path then pays one branch.
+//! path then pays one branch. After logrotate, [`reopen_on_signal`]'s
+//! signal (sockserv: USR1) reopens the file before the next line.
 
 use std::fmt::{self, Write as _};
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use crate::addr::Address;
@@ -32,8 +35,30 @@ pub struct AccessLog {
 
 #[derive(Debug)]
 enum Out {
-    File(File),
+    File { path: PathBuf, file: Mutex<File> },
     Stdout,
+}
+
+/// Set by [`reopen_on_signal`]'s signal: reopen before the next line.
+fn reopen_flag() -> &'static Arc<AtomicBool> {
+    static FLAG: OnceLock<Arc<AtomicBool>> = OnceLock::new();
+    FLAG.get_or_init(|| Arc::new(AtomicBool::new(false)))
+}
+
+/// Makes `sig` reopen every access log file of this process (after
+/// logrotate moved it) before its next line; the handler only sets a flag.
+pub fn reopen_on_signal(sig: crate::Signal) -> std::io::Result<()> {
+    signal_hook::flag::register(sig as i32, Arc::clone(reopen_flag()))?;
+    Ok(())
+}
+
+fn open_file(path: &Path) -> Result<File> {
+    OpenOptions::new()
+        .append(true)
+        .create(true)
+        .mode(0o640)
+        .open(path)
+        .map_err(|e| Error::socket("open access log", path.display(), e))
 }
 
 /// How one connection or datagram ended.
@@ -62,14 +87,11 @@ impl AccessLog {
     /// Appends to the file at `path` (created with mode 0640); `json`
     /// writes JSON lines. The error names the path.
     pub fn open(path: &Path, json: bool) -> Result<AccessLog> {
-        let file = OpenOptions::new()
-            .append(true)
-            .create(true)
-            .mode(0o640)
-            .open(path)
-            .map_err(|e| Error::socket("open access log", path.display(), e))?;
         Ok(AccessLog {
-            out: Out::File(file),
+            out: Out::File {
+                path: path.to_path_buf(),
+                file: Mutex::new(open_file(path)?),
+            },
             json,
         })
     }
@@ -118,7 +140,15 @@ impl AccessLog {
         line.buf[line.len] = b'\n';
         let line = &line.buf[..=line.len];
         let _ = match &self.out {
-            Out::File(f) => (&*f).write_all(line),
+            Out::File { path, file } => {
+                let mut f = file.lock().unwrap_or_else(|p| p.into_inner());
+                if reopen_flag().swap(false, Ordering::SeqCst) {
+                    if let Ok(new) = open_file(path) {
+                        *f = new; // on failure the old file stays in use
+                    }
+                }
+                f.write_all(line)
+            }
             Out::Stdout => std::io::stdout().lock().write_all(line),
         };
     }

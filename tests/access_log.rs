@@ -136,3 +136,44 @@ fn refused_clients_and_datagrams_are_logged_in_text() {
         (Some("ok"), Some(4), Some(4))
     );
 }
+
+#[test]
+fn usr1_reopens_the_access_log_after_logrotate_moved_it() {
+    for policy in ["fork", "thread"] {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("access.log");
+        let server = Sockserv::start(&[
+            "--listen",
+            "127.0.0.1:0",
+            "--policy",
+            policy,
+            "--workers",
+            "2",
+            "--access-log",
+            log.to_str().unwrap(),
+        ]);
+        let ask = |msg: &[u8]| {
+            let mut c = Conn::connect("tcp", &server.addr).unwrap();
+            c.set_timeout(Some(LIMIT));
+            assert_eq!(c.request(msg, msg.len()).unwrap(), msg);
+        };
+        ask(b"before\n");
+        assert!(wait_until(LIMIT, || lines(&log).len() == 1), "{policy}");
+        let rotated = dir.path().join("access.log.1");
+        std::fs::rename(&log, &rotated).unwrap();
+        server.signal(libc::SIGUSR1);
+        // The master forwards USR1 to both workers; each reopens before
+        // its next line. Ask until a line lands in the new file.
+        assert!(
+            wait_until(LIMIT, || {
+                ask(b"after\n");
+                !lines(&log).is_empty()
+            }),
+            "{policy}: no line in the reopened file; old: {:?}",
+            lines(&rotated)
+        );
+        assert!(server
+            .wait_log(LIMIT, |l| l.contains("\"signal\":\"USR1\""))
+            .is_some());
+    }
+}

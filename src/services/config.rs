@@ -122,7 +122,12 @@ impl ServeConfig {
             Some((p, json)) if p.as_os_str() == "-" => {
                 Some(crate::access::AccessLog::stdout(*json))
             }
-            Some((p, json)) => Some(crate::access::AccessLog::open(p, *json)?),
+            Some((p, json)) => {
+                // USR1 (logrotate) reopens it, in workers and standalone.
+                crate::access::reopen_on_signal(Signal::SIGUSR1)
+                    .map_err(|e| Error::os("install SIGUSR1 handler", e))?;
+                Some(crate::access::AccessLog::open(p, *json)?)
+            }
         };
         let builder = builder
             .access_log(access)
