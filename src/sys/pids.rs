@@ -185,13 +185,20 @@ mod tests {
         let t = PidTable::new(8).unwrap();
         let start = t.base.as_ptr() as usize;
         let maps = std::fs::read_to_string("/proc/self/smaps").unwrap();
-        let mut lines = maps.lines().skip_while(|l| {
-            let lo = l
-                .split('-')
-                .next()
-                .and_then(|a| usize::from_str_radix(a, 16).ok());
-            lo != Some(start)
-        });
+        // The VMA holding the table: another table made by a test running
+        // at the same time has the same flags, and the kernel may merge
+        // the two, so look for the range containing it, not starting at it.
+        let range = |l: &str| -> Option<(usize, usize)> {
+            let (lo, rest) = l.split_once('-')?;
+            let hi = rest.split_whitespace().next()?;
+            Some((
+                usize::from_str_radix(lo, 16).ok()?,
+                usize::from_str_radix(hi, 16).ok()?,
+            ))
+        };
+        let mut lines = maps
+            .lines()
+            .skip_while(|l| !range(l).is_some_and(|(lo, hi)| lo <= start && start < hi));
         assert!(lines.next().is_some(), "mapping not found in smaps");
         let flags = lines.find(|l| l.starts_with("VmFlags:")).unwrap();
         assert!(flags.contains(" dc"), "MADV_DONTFORK not set: {flags}");
