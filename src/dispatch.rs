@@ -124,8 +124,6 @@ impl Dispatch {
         }
         if in_child {
             std::mem::forget(request);
-        } else {
-            self.ctx.count_handled();
         }
         ok
     }

@@ -10,7 +10,7 @@
 use std::io::{self, BufRead, Read, Write};
 use std::mem::MaybeUninit;
 use std::os::fd::AsRawFd;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -33,7 +33,6 @@ pub struct ServerContext {
     /// The largest datagram accepted.
     pub max_packet_size: usize,
     stopping: AtomicBool,
-    handled: AtomicU64,
     /// This server's counters, shared with its fork children and master.
     pub(crate) stats: &'static crate::stats::Slot,
 }
@@ -52,7 +51,6 @@ impl ServerContext {
             tcp_nodelay: true,
             max_packet_size: 8192,
             stopping: AtomicBool::new(false),
-            handled: AtomicU64::new(0),
             stats,
         }
     }
@@ -70,16 +68,6 @@ impl ServerContext {
     /// This server's counters so far, its fork children's included.
     pub fn counters(&self) -> crate::stats::Counters {
         self.stats.read()
-    }
-
-    /// Requests run to the end by this process itself (not by forked
-    /// children; see [`counters`](Self::counters) for those).
-    pub fn handled(&self) -> u64 {
-        self.handled.load(Ordering::Relaxed)
-    }
-
-    pub(crate) fn count_handled(&self) {
-        self.handled.fetch_add(1, Ordering::Relaxed);
     }
 }
 

@@ -71,7 +71,7 @@ pub(crate) fn reply(slot: &Slot) {
     }
     let n = CHILD_REPLIES.with(|c| c.get()) + 1;
     if n >= CHILD_BATCH {
-        slot.requests.fetch_add(u64::from(n), Relaxed);
+        Slot::add_n(&slot.requests, u64::from(n));
         CHILD_REPLIES.with(|c| c.set(0));
     } else {
         CHILD_REPLIES.with(|c| c.set(n));
@@ -100,7 +100,12 @@ impl Slot {
 
     #[link_section = child_text!()]
     pub(crate) fn add(counter: &AtomicU64) {
-        counter.fetch_add(1, Relaxed);
+        Slot::add_n(counter, 1);
+    }
+
+    #[link_section = child_text!()]
+    pub(crate) fn add_n(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Relaxed);
     }
 
     pub(crate) fn up(gauge: &AtomicI64) {

@@ -21,21 +21,28 @@ fn lines(path: &Path) -> Vec<String> {
         .collect()
 }
 
+/// A supervised echo server with 2 workers under `policy`, logging access
+/// lines (JSON) to a file in a temp dir.
+fn start_logged(policy: &str) -> (tempfile::TempDir, std::path::PathBuf, Sockserv) {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("access.log");
+    let server = Sockserv::start(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--policy",
+        policy,
+        "--workers",
+        "2",
+        "--access-log",
+        log.to_str().unwrap(),
+    ]);
+    (dir, log, server)
+}
+
 #[test]
 fn every_connection_gets_one_json_line_under_every_policy() {
     for policy in ["sync", "fork", "thread", "pool"] {
-        let dir = tempfile::tempdir().unwrap();
-        let log = dir.path().join("access.log");
-        let server = Sockserv::start(&[
-            "--listen",
-            "127.0.0.1:0",
-            "--policy",
-            policy,
-            "--workers",
-            "2",
-            "--access-log",
-            log.to_str().unwrap(),
-        ]);
+        let (_dir, log, server) = start_logged(policy);
         for i in 0..3 {
             let mut c = Conn::connect("tcp", &server.addr).unwrap();
             c.set_timeout(Some(LIMIT));
@@ -140,18 +147,7 @@ fn refused_clients_and_datagrams_are_logged_in_text() {
 #[test]
 fn usr1_reopens_the_access_log_after_logrotate_moved_it() {
     for policy in ["fork", "thread"] {
-        let dir = tempfile::tempdir().unwrap();
-        let log = dir.path().join("access.log");
-        let server = Sockserv::start(&[
-            "--listen",
-            "127.0.0.1:0",
-            "--policy",
-            policy,
-            "--workers",
-            "2",
-            "--access-log",
-            log.to_str().unwrap(),
-        ]);
+        let (dir, log, server) = start_logged(policy);
         let ask = |msg: &[u8]| {
             let mut c = Conn::connect("tcp", &server.addr).unwrap();
             c.set_timeout(Some(LIMIT));

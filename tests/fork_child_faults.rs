@@ -86,7 +86,8 @@ const ANCHORS: [&str; 4] = [
 /// `Serving::handle`, `run_handler` into `ServiceFactory::serve`, the
 /// `Watch` and socket-option helpers into `Dispatch` and `StreamRequest`.
 /// Should one get a symbol again, it must lie in the hot section too.
-const INLINED_HOT_FUNCTIONS: [&str; 18] = [
+const INLINED_HOT_FUNCTIONS: [&str; 19] = [
+    "socketserver::stats::Slot::add_n",
     "socketserver::sys::net::send_all",
     "socketserver::sys::net::shutdown_both",
     "socketserver::stats::Slot::add",

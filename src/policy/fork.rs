@@ -344,11 +344,7 @@ impl Drop for ForkRunner {
 /// added itself (`stats::child_exit_code`).
 fn exited(dispatch: &Dispatch, code: i32) {
     if code > 0 {
-        dispatch
-            .ctx
-            .stats
-            .requests
-            .fetch_add(code as u64, std::sync::atomic::Ordering::Relaxed);
+        Slot::add_n(&dispatch.ctx.stats.requests, code as u64);
     }
     gone(dispatch, None);
 }
