@@ -135,7 +135,8 @@ fn supervisor(a: &Args, serve: &ServeConfig) -> Result<Supervisor, String> {
         .max_requests(a.max_requests, a.max_requests_jitter)
         .worker_timeout(secs(a.worker_timeout))
         .pid_file(a.pid_file.clone())
-        .control(a.control.clone()))
+        .control(a.control.clone())
+        .metrics(a.metrics))
 }
 
 fn main() -> ExitCode {
@@ -177,7 +178,7 @@ fn main() -> ExitCode {
         ServiceKind::Builtin(_) => {}
     }
     let result = if args.no_supervisor {
-        serve_foreground(&serve, args.control.as_deref(), &log).map(|()| 0)
+        serve_foreground(&serve, args.control.as_deref(), args.metrics, &log).map(|()| 0)
     } else {
         sup.run(&log, |builder| serve.configure(builder, &log))
     };

@@ -48,6 +48,9 @@ pub struct ServerBuilder {
     slot: Option<&'static Slot>,
     /// Serve the status scoreboard here (a server without a master).
     status_socket: Option<std::path::PathBuf>,
+    /// Where to serve Prometheus metrics, as the status socket is served.
+    #[cfg(feature = "metrics")]
+    metrics: Option<std::net::SocketAddr>,
     /// What is served, for the scoreboard.
     name: String,
     /// One line per connection or datagram.
@@ -75,6 +78,8 @@ impl ServerBuilder {
             layer: None,
             slot: None,
             status_socket: None,
+            #[cfg(feature = "metrics")]
+            metrics: None,
             name: String::from("server"),
             access: None,
             log: Logger::root(slog::Discard, o!()),
@@ -155,6 +160,16 @@ impl ServerBuilder {
         self
     }
 
+    /// Serves Prometheus metrics over HTTP on `addr` from the serving loop,
+    /// as [`status_socket`](Self::status_socket) does the scoreboard (for a
+    /// server without a supervisor; a supervised one's master serves them,
+    /// see [`Supervisor::metrics`](crate::Supervisor::metrics)).
+    #[cfg(feature = "metrics")]
+    pub fn metrics(mut self, addr: Option<std::net::SocketAddr>) -> Self {
+        self.metrics = addr;
+        self
+    }
+
     /// Writes one line per connection or datagram to `log` (see
     /// [`crate::access`]); off by default.
     pub fn access_log(mut self, log: Option<crate::access::AccessLog>) -> Self {
@@ -202,8 +217,21 @@ impl ServerBuilder {
         ctx.max_packet_size = self.max_packet_size;
         let control = Arc::new(Control::new().map_err(|e| Error::os("socketpair", e))?);
         let mut hooks = self.hooks;
+        #[allow(unused_mut)]
+        let mut responders = Vec::new();
         if let Some(path) = &self.status_socket {
-            use crate::supervisor::control::{ControlSocket, Standalone, StandaloneInfo};
+            responders.push(crate::supervisor::control::Responder::bind(path)?);
+        }
+        #[cfg(feature = "metrics")]
+        if let Some(addr) = self.metrics {
+            let r = crate::supervisor::control::Responder::bind_metrics(addr)?;
+            if let Some(addr) = r.local_addr() {
+                slog::info!(self.log, "metrics"; "addr" => %addr);
+            }
+            responders.push(r);
+        }
+        if !responders.is_empty() {
+            use crate::supervisor::control::{Standalone, StandaloneInfo};
             let info = StandaloneInfo {
                 transport: listener.transport,
                 addr: listener.address.to_string(),
@@ -212,12 +240,7 @@ impl ServerBuilder {
                 tcp_listener: (listener.transport == Transport::Tcp)
                     .then(|| listener.socket.as_raw_fd()),
             };
-            hooks = Arc::new(Standalone::new(
-                hooks,
-                ControlSocket::bind(path)?,
-                stats,
-                info,
-            ));
+            hooks = Arc::new(Standalone::new(hooks, responders, stats, info));
         }
         if let Some(layer) = self.layer {
             hooks = layer(hooks);

@@ -4,7 +4,8 @@
 //! children under fork); a killed worker's counts survive it and count as
 //! a restart; rejected and truncated datagrams are counted; a control
 //! client that never sends does not block status, and a request the master
-//! cannot parse gets a clear error.
+//! cannot parse gets a clear error. The `--metrics` endpoint serves the
+//! same numbers, and a stuck scraper blocks nothing.
 
 mod common;
 
@@ -39,6 +40,8 @@ impl Server {
             &listen,
             "--control",
             control.to_str().unwrap(),
+            "--metrics",
+            "127.0.0.1:0",
         ];
         args.extend_from_slice(extra);
         let srv = Sockserv::start(&args);
@@ -143,6 +146,17 @@ fn requests_counted_equal_what_clients_got_answered_for_every_policy_and_transpo
                 "{transport}/{policy}: in flight"
             );
             assert_eq!(st["totals"]["errors"], 0, "{transport}/{policy}");
+            // The metrics endpoint tells the same numbers.
+            let m = common::scrape(&common::metrics_addr(&s.srv));
+            let what = format!("{transport}/{policy}: metrics");
+            assert_eq!(m["sockserv_requests_total"], answered as f64, "{what}");
+            assert_eq!(
+                m["sockserv_connections_total"], connections as f64,
+                "{what}"
+            );
+            assert_eq!(m["sockserv_in_flight"], 0.0, "{what}");
+            assert_eq!(m["sockserv_errors_total"], 0.0, "{what}");
+            assert_eq!(m["sockserv_workers"], 2.0, "{what}");
         }
     }
 }
@@ -176,6 +190,23 @@ fn in_flight_is_the_held_connections_and_under_fork_the_children() {
             sum("pss_kib") > 0 && sum("rss_kib") >= sum("pss_kib"),
             "{st}"
         );
+        let m = common::scrape(&common::metrics_addr(&s.srv));
+        assert_eq!(m["sockserv_in_flight"], 3.0, "{policy}: metrics");
+        assert_eq!(
+            m["sockserv_children"],
+            sum("children") as f64,
+            "{policy}: metrics"
+        );
+        assert!(
+            m["sockserv_threads"] >= sum("threads") as f64 - 2.0,
+            "{policy}"
+        );
+        assert!(m["sockserv_proportional_memory_bytes"] > 0.0, "{policy}");
+        let per_worker = m
+            .keys()
+            .filter(|k| k.starts_with("sockserv_worker_resident_memory_bytes{"))
+            .count();
+        assert_eq!(per_worker, 2, "{policy}: one memory series per worker");
         drop(held);
         assert_eq!(s.wait_total("in_flight", 0), 0, "{policy}: after close");
     }
@@ -212,6 +243,9 @@ fn a_killed_workers_counts_survive_it_and_it_counts_as_a_restart() {
     let more = sockload("tcp", &s.srv.addr, 100);
     assert_eq!(s.wait_total("requests", answered + more), answered + more);
     assert_eq!(s.total("worker_restarts"), 1);
+    let m = common::scrape(&common::metrics_addr(&s.srv));
+    assert_eq!(m["sockserv_worker_restarts_total"], 1.0);
+    assert_eq!(m["sockserv_requests_total"], (answered + more) as f64);
 }
 
 #[test]
@@ -232,6 +266,91 @@ fn rejected_clients_and_truncated_datagrams_are_counted() {
     assert_eq!(u.wait_total("truncated_datagrams", 2), 2);
     assert_eq!(common::dgram_request(&d, b"short", "udp"), b"short");
     assert_eq!(u.wait_total("requests", 1), 1);
+    let m = common::scrape(&common::metrics_addr(&s.srv));
+    assert_eq!(m["sockserv_rejected_total"], 1.0);
+    assert!(m["sockserv_listen_queue_limit"] > 0.0, "TCP has a queue");
+    let m = common::scrape(&common::metrics_addr(&u.srv));
+    assert_eq!(m["sockserv_truncated_datagrams_total"], 2.0);
+    assert!(
+        !m.contains_key("sockserv_listen_queue_length"),
+        "UDP has none"
+    );
+}
+
+#[test]
+fn a_silent_or_deaf_scraper_does_not_block_and_bad_requests_get_http_errors() {
+    let s = Server::start("tcp", &["--workers", "2"]);
+    let addr = common::metrics_addr(&s.srv);
+    // Connected and silent; sent a request and never read; sent half a
+    // request: none of them holds the master's loop.
+    let mut held: Vec<std::net::TcpStream> = (0..5)
+        .map(|_| std::net::TcpStream::connect(&addr).unwrap())
+        .collect();
+    let mut deaf = std::net::TcpStream::connect(&addr).unwrap();
+    deaf.write_all(b"GET /metrics HTTP/1.1\r\n\r\n").unwrap();
+    let mut half = std::net::TcpStream::connect(&addr).unwrap();
+    half.write_all(b"GET /metr").unwrap();
+    held.extend([deaf, half]);
+    let started = std::time::Instant::now();
+    assert_eq!(s.status()["pid"], s.srv.pid());
+    let m = common::scrape(&addr);
+    assert_eq!(m["sockserv_workers"], 2.0);
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "status and a scrape took {:?} beside stuck scrapers",
+        started.elapsed()
+    );
+    let (code, head, body) = common::http(&addr, b"GET /metrics HTTP/1.0\r\n\r\n");
+    assert_eq!(code, 200);
+    assert!(
+        head.contains("Content-Type: text/plain; version=0.0.4"),
+        "{head}"
+    );
+    assert!(
+        body.contains("# TYPE sockserv_requests_total counter"),
+        "{body}"
+    );
+    for (req, want) in [
+        (&b"POST /metrics HTTP/1.1\r\n\r\n"[..], 405),
+        (b"GET /other HTTP/1.1\r\n\r\n", 404),
+        (b"\x16\x03\x01 not http\r\n\r\n", 400),
+    ] {
+        let (code, _, body) = common::http(&addr, req);
+        assert_eq!(code, want, "{req:?}: {body}");
+        assert!(!body.is_empty(), "an error says why");
+    }
+    // A scraper that sent half a request is answered 400 when it gives up.
+    let mut cut = std::net::TcpStream::connect(&addr).unwrap();
+    cut.write_all(b"GET /metrics HTT").unwrap();
+    cut.shutdown(std::net::Shutdown::Write).unwrap();
+    cut.set_read_timeout(Some(LIMIT)).unwrap();
+    let mut reply = String::new();
+    cut.read_to_string(&mut reply).unwrap();
+    assert!(reply.starts_with("HTTP/1.1 400 "), "{reply}");
+    drop(held);
+}
+
+#[test]
+fn metrics_refuse_a_port_in_use_naming_it() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let out = Command::new(common::sockserv_bin())
+        .args(["--listen", "127.0.0.1:0", "--metrics", &addr])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains(&addr) && err.contains("in use"), "{err}");
+    let out = Command::new(common::sockserv_bin())
+        .args(["--listen", "127.0.0.1:0", "--metrics", "localhost:9100"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("--metrics") && err.contains("HOST:PORT"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -300,6 +419,8 @@ fn without_a_supervisor_status_counts_too_and_the_stop_line_is_right() {
             st["listen_queue"]["limit"].as_u64().unwrap() > 0,
             "{policy}: {st}"
         );
+        let m = common::scrape(&common::metrics_addr(&s.srv));
+        assert_eq!(m["sockserv_requests_total"], answered as f64, "{policy}");
         let srv = s.srv;
         srv.signal(libc::SIGTERM);
         let stopped = srv

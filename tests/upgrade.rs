@@ -60,6 +60,13 @@ fn usr2_hands_the_socket_to_the_replaced_binary_without_refusing_anyone() {
     let dir = tempfile::tempdir().unwrap();
     let bin = install(dir.path());
     let pid_file = dir.path().join("sockserv.pid");
+    let control = dir.path().join("control.sock");
+    // A fixed metrics port, as a scrape config names one: the new master
+    // takes it over once the old one is gone.
+    let metrics = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().to_string()
+    };
     let mut old = Sockserv::start_bin(
         &bin,
         &[
@@ -73,6 +80,10 @@ fn usr2_hands_the_socket_to_the_replaced_binary_without_refusing_anyone() {
             pid_file.to_str().unwrap(),
             "--graceful-timeout",
             "5",
+            "--control",
+            control.to_str().unwrap(),
+            "--metrics",
+            &metrics,
         ],
     );
     let old_pid = old.pid();
@@ -112,6 +123,24 @@ fn usr2_hands_the_socket_to_the_replaced_binary_without_refusing_anyone() {
         "across the upgrade: {:?}",
         stats.failures
     );
+    // The status socket and the metrics port are the new master's now.
+    let status_pid = || {
+        let out = std::process::Command::new(sockserv_bin())
+            .args(["status", "--json", "--control", control.to_str().unwrap()])
+            .output()
+            .ok()?;
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+        v["pid"].as_i64()
+    };
+    assert!(
+        wait_until(LIMIT, || status_pid() == Some(i64::from(new_pid))),
+        "status is not the new master's; log:\n{}",
+        old.log_text()
+    );
+    assert!(common::scrape(&metrics)["sockserv_workers"] >= 1.0);
+    assert!(old
+        .wait_log(LIMIT, |l| l.contains("status endpoint taken over"))
+        .is_some());
 
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(new_pid),
@@ -123,6 +152,7 @@ fn usr2_hands_the_socket_to_the_replaced_binary_without_refusing_anyone() {
         "the new master ignored TERM"
     );
     assert!(!pid_file.exists(), "the new master left its pid file");
+    assert!(!control.exists(), "the new master left its control socket");
 }
 
 #[test]

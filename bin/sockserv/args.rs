@@ -159,6 +159,12 @@ pub struct Args {
     /// removed on exit); read it with `sockserv status --control PATH`.
     #[arg(long, value_name = "PATH", env = "SOCKSERV_CONTROL")]
     pub control: Option<PathBuf>,
+    /// Serve Prometheus metrics over HTTP at HOST:PORT (`GET /metrics`, the
+    /// text exposition format): the same numbers as `status`. Port 0 picks
+    /// a free port (logged at start).
+    #[arg(long, value_name = "HOST:PORT", env = "SOCKSERV_METRICS",
+          value_parser = parse_metrics_addr)]
+    pub metrics: Option<std::net::SocketAddr>,
     /// Validate the configuration (flags, address, bindability) and exit.
     #[arg(long)]
     pub check: bool,
@@ -192,6 +198,12 @@ pub enum Cmd {
         #[arg(long)]
         json: bool,
     },
+}
+
+fn parse_metrics_addr(s: &str) -> Result<std::net::SocketAddr, String> {
+    s.parse().map_err(|_| {
+        format!("{s:?} is not HOST:PORT with a numeric host (e.g. 127.0.0.1:9100 or [::1]:9100)")
+    })
 }
 
 fn parse_mode(s: &str) -> Result<u32, String> {

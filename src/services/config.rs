@@ -225,20 +225,24 @@ impl Service for AbortOn {
 /// socket file is removed.
 ///
 /// With `control`, the status scoreboard is served on a Unix socket there
-/// (see `sockserv status`), from the serving loop.
+/// (see `sockserv status`), and with `metrics` Prometheus metrics over
+/// HTTP there, from the serving loop.
 pub fn serve_foreground(
     cfg: &ServeConfig,
     control: Option<&std::path::Path>,
+    metrics: Option<std::net::SocketAddr>,
     log: &Logger,
 ) -> Result<()> {
     let builder = ServerBuilder::new(cfg.transport, cfg.listen.clone())
         .bind_options(cfg.bind.clone())
         .name(cfg.service.name())
-        .status_socket(control.map(std::path::Path::to_path_buf));
+        .status_socket(control.map(std::path::Path::to_path_buf))
+        .metrics(metrics)
+        .logger(log.clone());
     // The status socket is answered between requests: poll more often.
-    let poll = match control {
-        Some(_) => Duration::from_millis(100),
-        None => Duration::from_millis(500),
+    let poll = match control.is_some() || metrics.is_some() {
+        true => Duration::from_millis(100),
+        false => Duration::from_millis(500),
     };
     let mut server = cfg.configure(builder, log)?;
     let handle = server.shutdown_handle();

@@ -1,48 +1,155 @@
-//! The status socket (`--control PATH`): a Unix stream socket, mode 0600,
-//! that the master's loop serves without ever blocking on a client. A
-//! client sends one line, `status`, and gets one line of JSON back (see
-//! [`super::status`]); anything else gets `{"error":"..."}`. A client that
-//! sends nothing, or reads nothing, is dropped after [`CLIENT_DEADLINE`];
-//! at most [`MAX_CLIENTS`] are held at once. The socket file is removed
-//! when the master stops.
+//! The status socket (`--control PATH`) and the metrics endpoint
+//! (`--metrics ADDR`), served by the master's loop without ever blocking
+//! on a client.
+//!
+//! The control socket is a Unix stream socket, mode 0600: a client sends
+//! one line, `status`, and gets one line of JSON back (see
+//! [`super::status`]); anything else gets `{"error":"..."}`. The metrics
+//! endpoint is a TCP socket answering HTTP `GET /metrics` (see
+//! [`super::metrics`]). Both share one [`Responder`]: nonblocking
+//! sockets, a client that sends nothing, or reads nothing, is dropped
+//! after [`CLIENT_DEADLINE`], at most [`MAX_CLIENTS`] are held at once,
+//! and a request longer than its protocol allows is answered with an
+//! error. The control socket's file is removed when the master stops.
 
 use std::io::{self, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use super::status::Status;
 use crate::error::{Error, Result};
 
-/// How long a client may take to send its line and read the reply.
+/// How long a client may take to send its request and read the reply.
 pub const CLIENT_DEADLINE: Duration = Duration::from_secs(2);
-/// Clients held at once; more wait in the listen backlog.
+/// Clients held at once, per socket; more wait in the listen backlog.
 pub const MAX_CLIENTS: usize = 32;
-/// The longest request line read.
+/// The longest control request line read.
 const MAX_LINE: usize = 256;
 
-/// The listening control socket and the clients being served.
+/// What a responder speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Protocol {
+    /// One line in (`status`), one line of JSON out.
+    Control,
+    /// HTTP/1.x, `GET /metrics`, one response, then close.
+    #[cfg(feature = "metrics")]
+    Metrics,
+}
+
+impl Protocol {
+    /// The longest request read before answering with an error.
+    fn max_request(self) -> usize {
+        match self {
+            Protocol::Control => MAX_LINE,
+            #[cfg(feature = "metrics")]
+            Protocol::Metrics => super::metrics::MAX_REQUEST,
+        }
+    }
+
+    /// Whether `input` holds a whole request.
+    fn complete(self, input: &[u8]) -> bool {
+        match self {
+            Protocol::Control => input.contains(&b'\n'),
+            #[cfg(feature = "metrics")]
+            Protocol::Metrics => super::metrics::head_complete(input),
+        }
+    }
+
+    /// The reply to `input` (whole, cut at the size limit, or cut by the
+    /// client's end of stream).
+    fn answer(self, input: &[u8], status: &dyn Fn() -> Status) -> Vec<u8> {
+        match self {
+            Protocol::Control => control_answer(input, status),
+            #[cfg(feature = "metrics")]
+            Protocol::Metrics => super::metrics::answer(input, status),
+        }
+    }
+}
+
+fn control_answer(input: &[u8], status: &dyn Fn() -> Status) -> Vec<u8> {
+    let line = input.split(|&b| b == b'\n').next().unwrap_or(&[]);
+    let request = String::from_utf8_lossy(line);
+    let mut reply = match request.trim() {
+        "status" => status().to_json(),
+        other => {
+            let mut e = String::from("{\"error\":");
+            let shown: String = other.chars().take(64).collect();
+            super::status::json_string(
+                &mut e,
+                &format!("unknown request {shown:?}: send \"status\" and a newline"),
+            );
+            e.push('}');
+            e
+        }
+    };
+    reply.push('\n');
+    reply.into_bytes()
+}
+
+// Only the metrics endpoint listens on TCP.
+#[cfg_attr(not(feature = "metrics"), allow(dead_code))]
 #[derive(Debug)]
-pub(crate) struct ControlSocket {
-    listener: UnixListener,
-    path: PathBuf,
+enum Listening {
+    Unix(UnixListener, PathBuf),
+    Tcp(TcpListener),
+}
+
+#[cfg_attr(not(feature = "metrics"), allow(dead_code))]
+#[derive(Debug)]
+enum Conn {
+    Unix(UnixStream),
+    Tcp(TcpStream),
+}
+
+impl Conn {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        match self {
+            Conn::Unix(s) => s.as_fd(),
+            Conn::Tcp(s) => s.as_fd(),
+        }
+    }
+
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Conn::Unix(s) => s.read(buf),
+            Conn::Tcp(s) => s.read(buf),
+        }
+    }
+
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Conn::Unix(s) => s.write(buf),
+            Conn::Tcp(s) => s.write(buf),
+        }
+    }
+}
+
+/// A listening socket the master serves from its loop, and the clients
+/// being served.
+#[derive(Debug)]
+pub(crate) struct Responder {
+    listener: Listening,
+    protocol: Protocol,
     clients: Vec<Client>,
 }
 
 #[derive(Debug)]
 struct Client {
-    conn: UnixStream,
+    conn: Conn,
     input: Vec<u8>,
     output: Vec<u8>,
     written: usize,
     since: Instant,
 }
 
-impl ControlSocket {
-    /// Binds `path` (replacing a dead server's socket file, never anything
-    /// else), mode 0600.
-    pub(crate) fn bind(path: &Path) -> Result<ControlSocket> {
+impl Responder {
+    /// The control socket: binds `path` (replacing a dead server's socket
+    /// file, never anything else), mode 0600.
+    pub(crate) fn bind(path: &Path) -> Result<Responder> {
         let addr = crate::addr::Address::Unix(path.to_path_buf());
         // The same stale-socket rules as a server's Unix socket.
         crate::socket::check_bindable(crate::Transport::UnixStream, &addr, &Default::default())?;
@@ -57,11 +164,35 @@ impl ControlSocket {
         listener
             .set_nonblocking(true)
             .map_err(|e| Error::socket("set O_NONBLOCK", path.display(), e))?;
-        Ok(ControlSocket {
-            listener,
-            path: path.to_path_buf(),
+        Ok(Responder {
+            listener: Listening::Unix(listener, path.to_path_buf()),
+            protocol: Protocol::Control,
             clients: Vec::new(),
         })
+    }
+
+    /// The metrics endpoint: a TCP listener on `addr` (SO_REUSEADDR, as
+    /// std binds), speaking HTTP.
+    #[cfg(feature = "metrics")]
+    pub(crate) fn bind_metrics(addr: SocketAddr) -> Result<Responder> {
+        let listener = TcpListener::bind(addr).map_err(|e| Error::socket("bind", addr, e))?;
+        listener
+            .set_nonblocking(true)
+            .map_err(|e| Error::socket("set O_NONBLOCK", addr, e))?;
+        Ok(Responder {
+            listener: Listening::Tcp(listener),
+            protocol: Protocol::Metrics,
+            clients: Vec::new(),
+        })
+    }
+
+    /// The address a TCP responder listens on (port 0 resolved).
+    #[cfg_attr(not(feature = "metrics"), allow(dead_code))]
+    pub(crate) fn local_addr(&self) -> Option<SocketAddr> {
+        match &self.listener {
+            Listening::Tcp(l) => l.local_addr().ok(),
+            Listening::Unix(..) => None,
+        }
     }
 
     /// Descriptors to poll and whether each wants to write: the listener
@@ -69,12 +200,24 @@ impl ControlSocket {
     pub(crate) fn poll_fds(&self) -> Vec<(BorrowedFd<'_>, bool)> {
         let mut v = Vec::with_capacity(self.clients.len() + 1);
         if self.clients.len() < MAX_CLIENTS {
-            v.push((self.listener.as_fd(), false));
+            v.push((self.listener_fd(), false));
         }
         for c in &self.clients {
             v.push((c.conn.as_fd(), !c.output.is_empty()));
         }
         v
+    }
+
+    /// Every descriptor this responder holds (a forked worker closes them).
+    pub(crate) fn fds(&self) -> impl Iterator<Item = BorrowedFd<'_>> {
+        std::iter::once(self.listener_fd()).chain(self.clients.iter().map(|c| c.conn.as_fd()))
+    }
+
+    fn listener_fd(&self) -> BorrowedFd<'_> {
+        match &self.listener {
+            Listening::Unix(l, _) => l.as_fd(),
+            Listening::Tcp(l) => l.as_fd(),
+        }
     }
 
     /// The soonest client deadline, to bound the master's sleep.
@@ -83,30 +226,37 @@ impl ControlSocket {
     }
 
     /// Accepts, reads, answers and writes what can be done now without
-    /// blocking; `status` renders the reply when a client asks.
-    pub(crate) fn serve(&mut self, status: impl Fn() -> String) {
+    /// blocking; `status` is taken only when a client asks.
+    pub(crate) fn serve(&mut self, status: impl Fn() -> Status) {
         while self.clients.len() < MAX_CLIENTS {
-            match self.listener.accept() {
-                Ok((conn, _)) => {
-                    if conn.set_nonblocking(true).is_ok() {
-                        self.clients.push(Client {
-                            conn,
-                            input: Vec::new(),
-                            output: Vec::new(),
-                            written: 0,
-                            since: Instant::now(),
-                        });
-                    }
-                }
-                Err(_) => break, // WouldBlock, or a client that left
+            let conn = match &self.listener {
+                Listening::Unix(l, _) => l.accept().map(|(c, _)| Conn::Unix(c)),
+                Listening::Tcp(l) => l.accept().map(|(c, _)| Conn::Tcp(c)),
+            };
+            let Ok(conn) = conn else {
+                break; // WouldBlock, or a client that left
+            };
+            let nonblocking = match &conn {
+                Conn::Unix(c) => c.set_nonblocking(true),
+                Conn::Tcp(c) => c.set_nonblocking(true),
+            };
+            if nonblocking.is_ok() {
+                self.clients.push(Client {
+                    conn,
+                    input: Vec::new(),
+                    output: Vec::new(),
+                    written: 0,
+                    since: Instant::now(),
+                });
             }
         }
         let now = Instant::now();
+        let protocol = self.protocol;
         self.clients.retain_mut(|c| {
             if now.duration_since(c.since) > CLIENT_DEADLINE {
                 return false;
             }
-            if c.output.is_empty() && !c.read_request(&status) {
+            if c.output.is_empty() && !c.read_request(protocol, &status) {
                 return false;
             }
             c.write_reply()
@@ -115,51 +265,31 @@ impl ControlSocket {
 }
 
 impl Client {
-    /// Reads what arrived; on a full line, prepares the reply. False when
-    /// the client is done for (it left, or sent too much).
-    fn read_request(&mut self, status: &impl Fn() -> String) -> bool {
-        let mut buf = [0u8; MAX_LINE];
+    /// Reads what arrived; on a whole request, prepares the reply. False
+    /// when the client is done for (it left before sending anything).
+    fn read_request(&mut self, protocol: Protocol, status: &dyn Fn() -> Status) -> bool {
+        let mut buf = [0u8; 1024];
+        let max = protocol.max_request();
         loop {
             match self.conn.read(&mut buf) {
                 Ok(0) => {
                     if self.input.is_empty() {
                         return false;
                     }
-                    break; // a request without its newline: answer it anyway
+                    break; // a request cut short: answer what came
                 }
                 Ok(n) => {
                     self.input.extend_from_slice(&buf[..n]);
-                    if self.input.contains(&b'\n') || self.input.len() > MAX_LINE {
+                    if protocol.complete(&self.input) || self.input.len() > max {
                         break;
                     }
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    if !self.input.contains(&b'\n') {
-                        return true; // wait for the rest
-                    }
-                    break;
-                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return true,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(_) => return false,
             }
         }
-        let line = self.input.split(|&b| b == b'\n').next().unwrap_or(&[]);
-        let request = String::from_utf8_lossy(line);
-        let mut reply = match request.trim() {
-            "status" => status(),
-            other => {
-                let mut e = String::from("{\"error\":");
-                let shown: String = other.chars().take(64).collect();
-                super::status::json_string(
-                    &mut e,
-                    &format!("unknown request {shown:?}: send \"status\" and a newline"),
-                );
-                e.push('}');
-                e
-            }
-        };
-        reply.push('\n');
-        self.output = reply.into_bytes();
+        self.output = protocol.answer(&self.input, status);
         true
     }
 
@@ -181,9 +311,11 @@ impl Client {
     }
 }
 
-impl Drop for ControlSocket {
+impl Drop for Responder {
     fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.path);
+        if let Listening::Unix(_, path) = &self.listener {
+            let _ = std::fs::remove_file(path);
+        }
     }
 }
 
@@ -193,7 +325,7 @@ impl Drop for ControlSocket {
 /// itself.
 pub(crate) struct Standalone {
     inner: std::sync::Arc<dyn crate::Hooks>,
-    control: std::sync::Mutex<ControlSocket>,
+    responders: std::sync::Mutex<Vec<Responder>>,
     slot: &'static crate::stats::Slot,
     info: StandaloneInfo,
     started: Instant,
@@ -213,13 +345,13 @@ pub(crate) struct StandaloneInfo {
 impl Standalone {
     pub(crate) fn new(
         inner: std::sync::Arc<dyn crate::Hooks>,
-        control: ControlSocket,
+        responders: Vec<Responder>,
         slot: &'static crate::stats::Slot,
         info: StandaloneInfo,
     ) -> Standalone {
         Standalone {
             inner,
-            control: std::sync::Mutex::new(control),
+            responders: std::sync::Mutex::new(responders),
             slot,
             info,
             started: Instant::now(),
@@ -269,8 +401,10 @@ impl crate::Hooks for Standalone {
     }
 
     fn service_actions(&self) {
-        if let Ok(mut control) = self.control.try_lock() {
-            control.serve(|| self.status().to_json());
+        if let Ok(mut responders) = self.responders.try_lock() {
+            for r in responders.iter_mut() {
+                r.serve(|| self.status());
+            }
         }
         self.inner.service_actions();
     }

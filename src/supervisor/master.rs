@@ -14,9 +14,9 @@ use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::{kill, Signal};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
-use slog::{crit, error, info, warn, Logger};
+use slog::{crit, debug, error, info, warn, Logger};
 
-use super::control::ControlSocket;
+use super::control::Responder;
 use super::pidfile::PidFile;
 use super::restart::{RestartPolicy, Verdict, YOUNG};
 use super::signals::{self, Queued, SignalQueue};
@@ -88,8 +88,12 @@ pub(super) struct Master<'a> {
     notice: Option<Notice>,
     /// A new master took over the socket: stop without removing it.
     handed_over: bool,
-    /// The status socket (`--control`), served from this loop.
-    control: Option<ControlSocket>,
+    /// The status socket (`--control`) and the metrics endpoint
+    /// (`--metrics`), served from this loop.
+    responders: Vec<Responder>,
+    /// Responders an upgrade's old master still holds: bound once it is
+    /// gone.
+    pending: Vec<Endpoint>,
     /// Every worker's counters, in memory the workers write.
     slots: &'static [Slot],
     /// Slots no worker uses.
@@ -155,11 +159,8 @@ impl<'a> Master<'a> {
             upgrade: None,
             notice,
             handed_over: false,
-            control: cfg
-                .control
-                .as_deref()
-                .map(ControlSocket::bind)
-                .transpose()?,
+            responders: Vec::new(),
+            pending: Vec::new(),
             slots: Slot::table(SLOTS).map_err(|e| Error::os("map the counters", e))?,
             free_slots: (0..SLOTS).rev().collect(),
             retired: Counters::default(),
@@ -167,6 +168,30 @@ impl<'a> Master<'a> {
             started: Instant::now(),
             single,
         })
+        .and_then(Master::bind_responders)
+    }
+
+    /// Binds the control socket and the metrics endpoint. A master started
+    /// by an upgrade may find them still held by the old master: it binds
+    /// them once the old one is gone (until then the old one answers).
+    fn bind_responders(mut self) -> Result<Self> {
+        for e in Endpoint::configured(self.cfg) {
+            match e.bind() {
+                Ok(r) => {
+                    if let Some(addr) = r.local_addr() {
+                        info!(self.log, "metrics"; "addr" => %addr);
+                    }
+                    self.responders.push(r)
+                }
+                Err(err) if self.notice.is_some() => {
+                    debug!(self.log, "status endpoint still held by the old master";
+                           "endpoint" => e.to_string(), "error" => %err);
+                    self.pending.push(e);
+                }
+                Err(err) => return Err(err),
+            }
+        }
+        Ok(self)
     }
 
     /// The address clients connect to.
@@ -250,7 +275,7 @@ impl<'a> Master<'a> {
         if let Some(u) = &self.upgrade {
             fds.push(PollFd::new(u.wake_source(), PollFlags::POLLIN));
         }
-        if let Some(c) = &self.control {
+        for c in &self.responders {
             for (fd, out) in c.poll_fds() {
                 let flags = if out {
                     PollFlags::POLLOUT
@@ -399,8 +424,8 @@ impl<'a> Master<'a> {
             if let Some(u) = &self.upgrade {
                 child.close_inherited(u.wake_source().as_raw_fd());
             }
-            if let Some(c) = &self.control {
-                for (fd, _) in c.poll_fds() {
+            for c in &self.responders {
+                for fd in c.fds() {
                     child.close_inherited(fd.as_raw_fd());
                 }
             }
@@ -564,13 +589,25 @@ impl<'a> Master<'a> {
         self.free_slots.push(slot);
     }
 
-    /// Answers status requests on the control socket, without blocking.
+    /// Answers status and metrics requests, without blocking.
     fn serve_control(&mut self) {
-        let Some(mut control) = self.control.take() else {
-            return;
-        };
-        control.serve(|| self.status().to_json());
-        self.control = Some(control);
+        if !self.pending.is_empty() {
+            let log = &self.log;
+            let responders = &mut self.responders;
+            self.pending.retain(|e| match e.bind() {
+                Ok(r) => {
+                    info!(log, "status endpoint taken over"; "endpoint" => e.to_string());
+                    responders.push(r);
+                    false
+                }
+                Err(_) => true,
+            });
+        }
+        let mut responders = std::mem::take(&mut self.responders);
+        for r in &mut responders {
+            r.serve(|| self.status());
+        }
+        self.responders = responders;
     }
 
     /// The scoreboard: every worker's counters and memory, and totals over
@@ -822,4 +859,40 @@ fn signal_group(pid: i32, sig: Signal) {
 /// fork-policy children gracefully in turn.
 fn terminate(pid: i32) {
     let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
+}
+
+/// A status endpoint the master serves.
+#[derive(Debug, Clone)]
+enum Endpoint {
+    Control(std::path::PathBuf),
+    #[cfg(feature = "metrics")]
+    Metrics(std::net::SocketAddr),
+}
+
+impl Endpoint {
+    fn configured(cfg: &Supervisor) -> Vec<Endpoint> {
+        #[allow(unused_mut)]
+        let mut v: Vec<Endpoint> = cfg.control.iter().cloned().map(Endpoint::Control).collect();
+        #[cfg(feature = "metrics")]
+        v.extend(cfg.metrics.map(Endpoint::Metrics));
+        v
+    }
+
+    fn bind(&self) -> Result<Responder> {
+        match self {
+            Endpoint::Control(path) => Responder::bind(path),
+            #[cfg(feature = "metrics")]
+            Endpoint::Metrics(addr) => Responder::bind_metrics(*addr),
+        }
+    }
+}
+
+impl std::fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Endpoint::Control(path) => write!(f, "control {}", path.display()),
+            #[cfg(feature = "metrics")]
+            Endpoint::Metrics(addr) => write!(f, "metrics {addr}"),
+        }
+    }
 }

@@ -43,6 +43,8 @@
 
 pub(crate) mod control;
 mod master;
+#[cfg(feature = "metrics")]
+pub(crate) mod metrics;
 mod pidfile;
 mod restart;
 mod signals;
@@ -92,6 +94,8 @@ pub struct Supervisor {
     graceful_timeout: Duration,
     pid_file: Option<PathBuf>,
     control: Option<PathBuf>,
+    #[cfg(feature = "metrics")]
+    metrics: Option<std::net::SocketAddr>,
 }
 
 impl Supervisor {
@@ -114,6 +118,8 @@ impl Supervisor {
             graceful_timeout: Duration::from_secs(30),
             pid_file: None,
             control: None,
+            #[cfg(feature = "metrics")]
+            metrics: None,
         }
     }
 
@@ -188,6 +194,16 @@ impl Supervisor {
     /// one line of JSON ([`status::Status::to_json`]).
     pub fn control(mut self, path: Option<PathBuf>) -> Self {
         self.control = path;
+        self
+    }
+
+    /// Serve Prometheus metrics over HTTP on `addr` (`GET /metrics`, the
+    /// text exposition format): the same numbers as the status socket,
+    /// answered from the master's loop. Port 0 picks a free port; the
+    /// master logs the one it bound.
+    #[cfg(feature = "metrics")]
+    pub fn metrics(mut self, addr: Option<std::net::SocketAddr>) -> Self {
+        self.metrics = addr;
         self
     }
 

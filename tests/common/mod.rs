@@ -651,3 +651,46 @@ impl Drop for StopOnDrop {
         );
     }
 }
+
+/// The address a server's `--metrics 127.0.0.1:0` endpoint bound (from
+/// its "metrics" log line).
+pub fn metrics_addr(server: &Sockserv) -> String {
+    let line = server
+        .wait_log(Duration::from_secs(10), |l| {
+            l.contains("\"msg\":\"metrics\"")
+        })
+        .unwrap_or_else(|| panic!("no metrics line; log:\n{}", server.log_text()));
+    json_field(&line, "addr").expect("metrics line has addr")
+}
+
+/// One HTTP request to `addr` (`request` is sent as is); the whole
+/// response as (status code, head, body).
+pub fn http(addr: &str, request: &[u8]) -> (u16, String, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).expect("connect to metrics");
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(request).unwrap();
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).expect("read the response");
+    let text = String::from_utf8(raw).expect("a UTF-8 response");
+    let (head, body) = text.split_once("\r\n\r\n").expect("a response head");
+    let code = head
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .expect("a status code");
+    (code, head.to_string(), body.to_string())
+}
+
+/// `GET /metrics`: the value of each series (name with labels) scraped.
+pub fn scrape(addr: &str) -> std::collections::HashMap<String, f64> {
+    let (code, head, body) = http(addr, b"GET /metrics HTTP/1.1\r\nHost: test\r\n\r\n");
+    assert_eq!(code, 200, "{head}\n{body}");
+    body.lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .filter_map(|l| {
+            let (series, v) = l.rsplit_once(' ')?;
+            Some((series.to_string(), v.parse().ok()?))
+        })
+        .collect()
+}
