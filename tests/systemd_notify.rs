@@ -92,6 +92,15 @@ fn ready_reload_status_and_a_single_stopping_reach_the_manager() {
         status.contains("2/2 workers ready") && status.contains("policy fork"),
         "{status}"
     );
+    // The line counts what was served (sent within a second of changing).
+    let mut c = common::Conn::connect("tcp", &server.addr).unwrap();
+    c.set_timeout(Some(LIMIT));
+    assert_eq!(c.request(b"counted\n", 8).unwrap(), b"counted\n");
+    drop(c);
+    m.wait_for(LIMIT, |s| {
+        s.starts_with("STATUS=serving") && s.contains("; 1 requests")
+    })
+    .unwrap_or_else(|| panic!("no status counting the request: {:?}", m.seen));
 
     server.signal(libc::SIGHUP);
     let reloading = m

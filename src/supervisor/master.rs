@@ -669,12 +669,20 @@ impl<'a> Master<'a> {
             (None, false, None) if ready >= self.target => "serving",
             _ => "starting",
         };
+        let mut totals = self.retired;
+        for w in &self.workers {
+            totals.add_totals(&self.slots[w.slot].read());
+        }
         format!(
-            "{state}: {ready}/{} workers ready, policy {}, service {}, generation {}",
+            "{state}: {ready}/{} workers ready, policy {}, service {}, generation {}; \
+             {} requests, {} connections, {} errors",
             self.target,
             self.cfg.policy.name(),
             self.cfg.name,
-            self.generation
+            self.generation,
+            totals.requests,
+            totals.connections,
+            totals.errors
         )
     }
 

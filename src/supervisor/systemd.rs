@@ -68,6 +68,7 @@ pub fn notify(state: &str) -> bool {
 pub(crate) struct Notifier {
     stopping_sent: bool,
     status: String,
+    status_sent: Instant,
     /// Half the watchdog interval, when the manager set one for us.
     ping_every: Option<Duration>,
     last_ping: Instant,
@@ -87,6 +88,7 @@ impl Notifier {
         Notifier {
             stopping_sent: false,
             status: String::new(),
+            status_sent: Instant::now(),
             ping_every: usec.map(|u| Duration::from_micros(u) / 2),
             last_ping: Instant::now(),
         }
@@ -126,13 +128,25 @@ impl Notifier {
     }
 
     /// A one-line status (`systemctl status` shows it), sent when it changes.
+    ///
+    /// The line is "STATE; COUNTS": a change of state is sent at once,
+    /// a change of the counts alone at most once a second.
     pub(crate) fn status(&mut self, line: String) {
-        if line != self.status {
-            notify(&format!("STATUS={line}"));
-            self.status = line;
+        if line == self.status {
+            return;
         }
+        let state = |l: &str| l.split(';').next().unwrap_or("").to_owned();
+        if state(&line) == state(&self.status) && self.status_sent.elapsed() < STATUS_EVERY {
+            return;
+        }
+        notify(&format!("STATUS={line}"));
+        self.status = line;
+        self.status_sent = Instant::now();
     }
 }
+
+/// How often a STATUS= line that only counts more is sent.
+const STATUS_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// CLOCK_MONOTONIC in microseconds, as systemd reads it.
 fn monotonic_usec() -> u64 {
