@@ -4,11 +4,17 @@
 //! [`super::status`]); anything else gets `{"error":"..."}`. A client that
 //! sends nothing, or reads nothing, is dropped after [`CLIENT_DEADLINE`];
 //! at most [`MAX_CLIENTS`] are held at once. The socket file is removed
-//! when the master stops.
+//! when the master stops, unless another master's socket has replaced it.
+//!
+//! A master started by a USR2 upgrade cannot bind the path the old master
+//! still serves: it binds `PATH.new` and renames it over `PATH` once its
+//! workers serve ([`ControlSocket::take_over`]), so `sockserv status`
+//! reaches whichever master is the service, and a new master that fails
+//! leaves the old one's socket in place.
 
 use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, BorrowedFd};
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -26,7 +32,14 @@ const MAX_LINE: usize = 256;
 #[derive(Debug)]
 pub(crate) struct ControlSocket {
     listener: UnixListener,
+    /// Where the socket file is now: the configured path, or `PATH.new`
+    /// until [`ControlSocket::take_over`].
     path: PathBuf,
+    /// The configured path, which `take_over` renames the file to.
+    target: PathBuf,
+    /// The socket file's (device, inode): what Drop removes only if the
+    /// path still names it.
+    identity: (u64, u64),
     clients: Vec<Client>,
 }
 
@@ -43,25 +56,58 @@ impl ControlSocket {
     /// Binds `path` (replacing a dead server's socket file, never anything
     /// else), mode 0600.
     pub(crate) fn bind(path: &Path) -> Result<ControlSocket> {
-        let addr = crate::addr::Address::Unix(path.to_path_buf());
+        ControlSocket::bind_at(path, path)
+    }
+
+    /// For a master started by an upgrade: binds `PATH.new` beside the
+    /// socket the old master serves; [`ControlSocket::take_over`] moves it
+    /// to `path`.
+    pub(crate) fn bind_beside(path: &Path) -> Result<ControlSocket> {
+        let mut beside = path.as_os_str().to_owned();
+        beside.push(".new");
+        ControlSocket::bind_at(Path::new(&beside), path)
+    }
+
+    fn bind_at(at: &Path, target: &Path) -> Result<ControlSocket> {
+        let addr = crate::addr::Address::Unix(at.to_path_buf());
         // The same stale-socket rules as a server's Unix socket.
         crate::socket::check_bindable(crate::Transport::UnixStream, &addr, &Default::default())?;
-        if path.exists() {
-            std::fs::remove_file(path)
-                .map_err(|e| Error::socket("remove stale socket", path.display(), e))?;
+        if at.exists() {
+            std::fs::remove_file(at)
+                .map_err(|e| Error::socket("remove stale socket", at.display(), e))?;
         }
         let listener =
-            UnixListener::bind(path).map_err(|e| Error::socket("bind", path.display(), e))?;
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
-            .map_err(|e| Error::socket("chmod", path.display(), e))?;
+            UnixListener::bind(at).map_err(|e| Error::socket("bind", at.display(), e))?;
+        std::fs::set_permissions(at, std::fs::Permissions::from_mode(0o600))
+            .map_err(|e| Error::socket("chmod", at.display(), e))?;
         listener
             .set_nonblocking(true)
-            .map_err(|e| Error::socket("set O_NONBLOCK", path.display(), e))?;
+            .map_err(|e| Error::socket("set O_NONBLOCK", at.display(), e))?;
+        let meta =
+            std::fs::symlink_metadata(at).map_err(|e| Error::socket("stat", at.display(), e))?;
         Ok(ControlSocket {
             listener,
-            path: path.to_path_buf(),
+            path: at.to_path_buf(),
+            target: target.to_path_buf(),
+            identity: (meta.dev(), meta.ino()),
             clients: Vec::new(),
         })
+    }
+
+    /// Renames the socket file to the configured path (atomically
+    /// replacing the old master's), if it is not there already.
+    pub(crate) fn take_over(&mut self) -> Result<()> {
+        if self.path != self.target {
+            std::fs::rename(&self.path, &self.target).map_err(|e| {
+                Error::socket(
+                    "rename",
+                    format!("{} to {}", self.path.display(), self.target.display()),
+                    e,
+                )
+            })?;
+            self.path = self.target.clone();
+        }
+        Ok(())
     }
 
     /// Descriptors to poll and whether each wants to write: the listener
@@ -183,7 +229,12 @@ impl Client {
 
 impl Drop for ControlSocket {
     fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.path);
+        // After an upgrade the path names the new master's socket: keep it.
+        let ours = std::fs::symlink_metadata(&self.path)
+            .is_ok_and(|m| (m.dev(), m.ino()) == self.identity);
+        if ours {
+            let _ = std::fs::remove_file(&self.path);
+        }
     }
 }
 

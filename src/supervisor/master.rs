@@ -134,6 +134,12 @@ impl<'a> Master<'a> {
         sys::ignore_sigpipe().map_err(|e| Error::os("ignore SIGPIPE", e))?;
         let signals =
             SignalQueue::install().map_err(|e| Error::os("install signal handlers", e))?;
+        // Started by an upgrade: the old master still serves the path.
+        let control = match (cfg.control.as_deref(), &notice) {
+            (Some(path), Some(_)) => Some(ControlSocket::bind_beside(path)?),
+            (Some(path), None) => Some(ControlSocket::bind(path)?),
+            (None, _) => None,
+        };
         Ok(Master {
             cfg,
             build,
@@ -155,11 +161,7 @@ impl<'a> Master<'a> {
             upgrade: None,
             notice,
             handed_over: false,
-            control: cfg
-                .control
-                .as_deref()
-                .map(ControlSocket::bind)
-                .transpose()?,
+            control,
             slots: Slot::table(SLOTS).map_err(|e| Error::os("map the counters", e))?,
             free_slots: (0..SLOTS).rev().collect(),
             retired: Counters::default(),
@@ -300,6 +302,9 @@ impl<'a> Master<'a> {
             if let Some(notice) = self.notice.take() {
                 // Started by an upgrade: this process is the service now.
                 systemd::notify(&format!("MAINPID={}", std::process::id()));
+                if let Some(Err(e)) = self.control.as_mut().map(ControlSocket::take_over) {
+                    error!(self.log, "upgrade: status socket not taken over"; "error" => %e);
+                }
                 notice.serving();
                 info!(self.log, "upgrade: serving; the old master stops now");
             }
