@@ -220,3 +220,68 @@ impl Drop for KillOnDrop {
         }
     }
 }
+
+/// `sockserv status --control PATH --json`: the reporting master's pid.
+fn status_pid(control: &Path) -> Option<i32> {
+    let out = std::process::Command::new(sockserv_bin())
+        .args(["status", "--control", control.to_str().unwrap(), "--json"])
+        .output()
+        .ok()?;
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+    v["pid"].as_i64().map(|p| p as i32)
+}
+
+#[test]
+fn usr2_hands_the_status_socket_to_the_new_master() {
+    let dir = tempfile::tempdir().unwrap();
+    let bin = install(dir.path());
+    let pid_file = dir.path().join("sockserv.pid");
+    let control = dir.path().join("control.sock");
+    let mut old = Sockserv::start_bin(
+        &bin,
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--workers",
+            "2",
+            "--pid-file",
+            pid_file.to_str().unwrap(),
+            "--control",
+            control.to_str().unwrap(),
+        ],
+    );
+    let old_pid = old.pid();
+    assert!(
+        wait_until(LIMIT, || status_pid(&control) == Some(old_pid)),
+        "the old master does not answer on {control:?}"
+    );
+    old.signal(libc::SIGUSR2);
+    let status = old
+        .wait_exit(LIMIT)
+        .unwrap_or_else(|| panic!("the old master did not leave; log:\n{}", old.log_text()));
+    assert_eq!(status.code(), Some(0), "log:\n{}", old.log_text());
+    let new_pid = read_pid(&pid_file).expect("the new master's pid file");
+    let _guard = KillOnDrop(new_pid);
+    assert_ne!(new_pid, old_pid, "log:\n{}", old.log_text());
+    // The old master left the path alone: it names the new one's socket.
+    assert_eq!(
+        status_pid(&control),
+        Some(new_pid),
+        "log:\n{}",
+        old.log_text()
+    );
+    let mut beside = control.clone().into_os_string();
+    beside.push(".new");
+    assert!(!Path::new(&beside).exists(), "{beside:?} left behind");
+
+    kill_by_pid_with(new_pid, nix::sys::signal::Signal::SIGTERM);
+    assert!(
+        wait_until(LIMIT, || gone(new_pid)),
+        "the new master ignored TERM"
+    );
+    assert!(!control.exists(), "the new master left {control:?}");
+}
+
+fn kill_by_pid_with(pid: i32, sig: nix::sys::signal::Signal) {
+    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), sig);
+}

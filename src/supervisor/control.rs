@@ -10,12 +10,19 @@
 //! sockets, a client that sends nothing, or reads nothing, is dropped
 //! after [`CLIENT_DEADLINE`], at most [`MAX_CLIENTS`] are held at once,
 //! and a request longer than its protocol allows is answered with an
-//! error. The control socket's file is removed when the master stops.
+//! error. The control socket's file is removed when the master stops,
+//! unless another master's socket has replaced it.
+//!
+//! A master started by a USR2 upgrade cannot bind the path the old master
+//! still serves: it binds `PATH.new` and renames it over `PATH` once its
+//! workers serve ([`Responder::take_over`]), so `sockserv status` reaches
+//! whichever master is the service, and a new master that fails leaves the
+//! old one's socket in place.
 
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::fd::{AsFd, BorrowedFd};
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -94,8 +101,21 @@ fn control_answer(input: &[u8], status: &dyn Fn() -> Status) -> Vec<u8> {
 #[cfg_attr(not(feature = "metrics"), allow(dead_code))]
 #[derive(Debug)]
 enum Listening {
-    Unix(UnixListener, PathBuf),
+    Unix(UnixListener, SocketFile),
     Tcp(TcpListener),
+}
+
+/// Where a control socket's file is, and which file it is.
+#[derive(Debug)]
+struct SocketFile {
+    /// Where the file is now: the configured path, or `PATH.new` until
+    /// [`Responder::take_over`].
+    path: PathBuf,
+    /// The configured path, which `take_over` renames the file to.
+    target: PathBuf,
+    /// The file's (device, inode): what Drop removes only if the path
+    /// still names it.
+    identity: (u64, u64),
 }
 
 #[cfg_attr(not(feature = "metrics"), allow(dead_code))]
@@ -150,25 +170,64 @@ impl Responder {
     /// The control socket: binds `path` (replacing a dead server's socket
     /// file, never anything else), mode 0600.
     pub(crate) fn bind(path: &Path) -> Result<Responder> {
-        let addr = crate::addr::Address::Unix(path.to_path_buf());
+        Responder::bind_at(path, path)
+    }
+
+    /// For a master started by an upgrade: binds `PATH.new` beside the
+    /// socket the old master serves; [`Responder::take_over`] moves it to
+    /// `path`.
+    pub(crate) fn bind_beside(path: &Path) -> Result<Responder> {
+        let mut beside = path.as_os_str().to_owned();
+        beside.push(".new");
+        Responder::bind_at(Path::new(&beside), path)
+    }
+
+    fn bind_at(at: &Path, target: &Path) -> Result<Responder> {
+        let addr = crate::addr::Address::Unix(at.to_path_buf());
         // The same stale-socket rules as a server's Unix socket.
         crate::socket::check_bindable(crate::Transport::UnixStream, &addr, &Default::default())?;
-        if path.exists() {
-            std::fs::remove_file(path)
-                .map_err(|e| Error::socket("remove stale socket", path.display(), e))?;
+        if at.exists() {
+            std::fs::remove_file(at)
+                .map_err(|e| Error::socket("remove stale socket", at.display(), e))?;
         }
         let listener =
-            UnixListener::bind(path).map_err(|e| Error::socket("bind", path.display(), e))?;
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
-            .map_err(|e| Error::socket("chmod", path.display(), e))?;
+            UnixListener::bind(at).map_err(|e| Error::socket("bind", at.display(), e))?;
+        std::fs::set_permissions(at, std::fs::Permissions::from_mode(0o600))
+            .map_err(|e| Error::socket("chmod", at.display(), e))?;
         listener
             .set_nonblocking(true)
-            .map_err(|e| Error::socket("set O_NONBLOCK", path.display(), e))?;
+            .map_err(|e| Error::socket("set O_NONBLOCK", at.display(), e))?;
+        let meta =
+            std::fs::symlink_metadata(at).map_err(|e| Error::socket("stat", at.display(), e))?;
+        let file = SocketFile {
+            path: at.to_path_buf(),
+            target: target.to_path_buf(),
+            identity: (meta.dev(), meta.ino()),
+        };
         Ok(Responder {
-            listener: Listening::Unix(listener, path.to_path_buf()),
+            listener: Listening::Unix(listener, file),
             protocol: Protocol::Control,
             clients: Vec::new(),
         })
+    }
+
+    /// Renames a control socket's file to the configured path (atomically
+    /// replacing the old master's), if it is not there already.
+    pub(crate) fn take_over(&mut self) -> Result<()> {
+        let Listening::Unix(_, file) = &mut self.listener else {
+            return Ok(());
+        };
+        if file.path != file.target {
+            std::fs::rename(&file.path, &file.target).map_err(|e| {
+                Error::socket(
+                    "rename",
+                    format!("{} to {}", file.path.display(), file.target.display()),
+                    e,
+                )
+            })?;
+            file.path = file.target.clone();
+        }
+        Ok(())
     }
 
     /// The metrics endpoint: a TCP listener on `addr` (SO_REUSEADDR, as
@@ -313,8 +372,13 @@ impl Client {
 
 impl Drop for Responder {
     fn drop(&mut self) {
-        if let Listening::Unix(_, path) = &self.listener {
-            let _ = std::fs::remove_file(path);
+        // After an upgrade the path names the new master's socket: keep it.
+        if let Listening::Unix(_, file) = &self.listener {
+            let ours = std::fs::symlink_metadata(&file.path)
+                .is_ok_and(|m| (m.dev(), m.ino()) == file.identity);
+            if ours {
+                let _ = std::fs::remove_file(&file.path);
+            }
         }
     }
 }

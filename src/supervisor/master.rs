@@ -172,11 +172,14 @@ impl<'a> Master<'a> {
     }
 
     /// Binds the control socket and the metrics endpoint. A master started
-    /// by an upgrade may find them still held by the old master: it binds
-    /// them once the old one is gone (until then the old one answers).
+    /// by an upgrade binds its control socket beside the old master's (and
+    /// renames it over that once it serves); it may find the metrics port
+    /// still held by the old master, and binds it once the old one is gone
+    /// (until then the old one answers).
     fn bind_responders(mut self) -> Result<Self> {
+        let upgraded = self.notice.is_some();
         for e in Endpoint::configured(self.cfg) {
-            match e.bind() {
+            match e.bind(upgraded) {
                 Ok(r) => {
                     if let Some(addr) = r.local_addr() {
                         info!(self.log, "metrics"; "addr" => %addr);
@@ -325,6 +328,11 @@ impl<'a> Master<'a> {
             if let Some(notice) = self.notice.take() {
                 // Started by an upgrade: this process is the service now.
                 systemd::notify(&format!("MAINPID={}", std::process::id()));
+                for r in &mut self.responders {
+                    if let Err(e) = r.take_over() {
+                        error!(self.log, "upgrade: status socket not taken over"; "error" => %e);
+                    }
+                }
                 notice.serving();
                 info!(self.log, "upgrade: serving; the old master stops now");
             }
@@ -594,7 +602,7 @@ impl<'a> Master<'a> {
         if !self.pending.is_empty() {
             let log = &self.log;
             let responders = &mut self.responders;
-            self.pending.retain(|e| match e.bind() {
+            self.pending.retain(|e| match e.bind(false) {
                 Ok(r) => {
                     info!(log, "status endpoint taken over"; "endpoint" => e.to_string());
                     responders.push(r);
@@ -886,8 +894,10 @@ impl Endpoint {
         v
     }
 
-    fn bind(&self) -> Result<Responder> {
+    /// Binds it; a control socket `beside` the old master's in an upgrade.
+    fn bind(&self, beside: bool) -> Result<Responder> {
         match self {
+            Endpoint::Control(path) if beside => Responder::bind_beside(path),
             Endpoint::Control(path) => Responder::bind(path),
             #[cfg(feature = "metrics")]
             Endpoint::Metrics(addr) => Responder::bind_metrics(*addr),

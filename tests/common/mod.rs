@@ -694,3 +694,114 @@ pub fn scrape(addr: &str) -> std::collections::HashMap<String, f64> {
         })
         .collect()
 }
+
+/// The path of the `sockload` binary cargo built for the tests.
+pub fn sockload_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_sockload")
+}
+
+/// A script under `scripts/` in this source tree.
+pub fn script(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("scripts")
+        .join(name)
+}
+
+/// Why a test that needs `tools` on PATH cannot run, if one is missing.
+pub fn missing_tool(tools: &[&str]) -> Option<String> {
+    tools
+        .iter()
+        .find(|t| {
+            !Command::new("sh")
+                .args(["-c", &format!("command -v {t}")])
+                .stdout(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success())
+        })
+        .map(|t| format!("{t} is not installed"))
+}
+
+/// Why this process may not create network namespaces, if it may not:
+/// tries `ip netns add` (and deletes what it made).
+pub fn netns_refused() -> Option<String> {
+    if let Some(why) = missing_tool(&["ip"]) {
+        return Some(why);
+    }
+    let name = format!("probe{}", std::process::id());
+    let out = Command::new("ip")
+        .args(["netns", "add", &name])
+        .output()
+        .map_err(|e| format!("ip netns add {name}: {e}"));
+    match out {
+        Ok(o) if o.status.success() => {
+            let _ = Command::new("ip").args(["netns", "delete", &name]).status();
+            None
+        }
+        Ok(o) => Some(format!(
+            "ip netns add {name}: {}",
+            String::from_utf8_lossy(&o.stderr).trim()
+        )),
+        Err(e) => Some(e),
+    }
+}
+
+/// Network namespaces (names in /run/netns) that start with `prefix`.
+pub fn netns_with_prefix(prefix: &str) -> Vec<String> {
+    let Ok(dir) = std::fs::read_dir("/run/netns") else {
+        return Vec::new();
+    };
+    dir.flatten()
+        .filter_map(|e| e.file_name().into_string().ok())
+        .filter(|n| n.starts_with(prefix))
+        .collect()
+}
+
+/// Live processes (not zombies) whose process group is `pgid`.
+pub fn group_members(pgid: i32) -> Vec<i32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|&pid| {
+            let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+                return false;
+            };
+            let Some(end) = stat.rfind(')') else {
+                return false;
+            };
+            // After ")": state, ppid, pgrp.
+            let f: Vec<&str> = stat[end + 2..].split_whitespace().collect();
+            f.first() != Some(&"Z") && f.get(2).and_then(|g| g.parse().ok()) == Some(pgid)
+        })
+        .collect()
+}
+
+/// Reads a JSON file a script wrote; panics naming the file.
+pub fn read_json(path: &Path) -> serde_json::Value {
+    let text =
+        std::fs::read_to_string(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}: {text}", path.display()))
+}
+
+/// Waits up to `limit` for `child` (a script with a teardown trap) to
+/// exit. After that it gets SIGTERM, so its trap tears down, then SIGKILL
+/// 10 s later; either way it is reaped and None returned.
+pub fn wait_child(child: &mut Child, limit: Duration) -> Option<ExitStatus> {
+    let exited = |child: &mut Child| {
+        wait_until(limit, || child.try_wait().expect("try_wait").is_some());
+        child.try_wait().expect("try_wait")
+    };
+    if let Some(st) = exited(child) {
+        return Some(st);
+    }
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+    if !wait_until(Duration::from_secs(10), || {
+        child.try_wait().expect("try_wait").is_some()
+    }) {
+        let _ = child.kill();
+    }
+    let _ = child.wait();
+    None
+}

@@ -1,0 +1,98 @@
+//! `scripts/soak.sh`, the chaos soak, in a short version: each policy gets
+//! 2.5 s of chaos (at least one whole cycle: a worker and a fork child
+//! SIGKILLed, a worker SIGSTOPped until --worker-timeout replaces it, TTIN,
+//! TTOU, HUP and USR2) under a steady sockload stream. The four policies
+//! run at once, each with its own server and load, so the test takes about
+//! one policy's time. Every must-be-zero field of each policy's JSON line is
+//! checked, and that the chaos really happened.
+
+mod common;
+
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use common::{missing_tool, script, sockload_bin, sockserv_bin, wait_child};
+
+const POLICIES: [&str; 4] = ["sync", "fork", "thread", "pool"];
+
+fn start(policy: &str) -> Child {
+    Command::new("bash")
+        .arg(script("soak.sh"))
+        .args(["2.5", "--policies", policy, "--rate", "200"])
+        .args(["--sockserv", sockserv_bin(), "--sockload", sockload_bin()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn scripts/soak.sh")
+}
+
+fn field(v: &serde_json::Value, path: &str) -> u64 {
+    v.pointer(path)
+        .and_then(|x| x.as_u64())
+        .unwrap_or_else(|| panic!("no integer at {path} in {v}"))
+}
+
+#[test]
+fn chaos_soak_loses_nothing_but_what_was_in_flight_under_every_policy() {
+    if let Some(why) = missing_tool(&["jq"]) {
+        eprintln!("skipped: scripts/soak.sh needs jq: {why}");
+        return;
+    }
+    let mut runs: Vec<(&str, Child)> = POLICIES.iter().map(|&p| (p, start(p))).collect();
+    let mut lines = Vec::new();
+    for (policy, child) in &mut runs {
+        let status = wait_child(child, Duration::from_secs(90));
+        let mut out = String::new();
+        let mut err = String::new();
+        use std::io::Read;
+        child
+            .stdout
+            .take()
+            .unwrap()
+            .read_to_string(&mut out)
+            .unwrap();
+        child
+            .stderr
+            .take()
+            .unwrap()
+            .read_to_string(&mut err)
+            .unwrap();
+        let line = out.lines().last().unwrap_or_default().to_string();
+        lines.push((*policy, status, line, err));
+    }
+    for (policy, status, line, err) in lines {
+        let v: serde_json::Value = serde_json::from_str(&line)
+            .unwrap_or_else(|e| panic!("{policy}: no JSON line ({e}): {line:?}\n{err}"));
+        let said = format!("{policy}: {v}\n{err}");
+        assert_eq!(v["policy"], policy, "{said}");
+        // The must-be-zero fields.
+        assert_eq!(field(&v, "/refused"), 0, "{said}");
+        assert_eq!(field(&v, "/wrong_replies"), 0, "{said}");
+        assert_eq!(field(&v, "/zombies"), 0, "{said}");
+        assert_eq!(field(&v, "/upgrades_failed"), 0, "{said}");
+        assert!(
+            field(&v, "/lost_in_flight") <= field(&v, "/lost_bound"),
+            "{said}"
+        );
+        assert_eq!(field(&v, "/workers_after"), 2, "{said}");
+        assert!(
+            field(&v, "/master_fds_last") <= field(&v, "/master_fds_first"),
+            "{said}"
+        );
+        assert_eq!(v["memory_flat"], true, "{said}");
+        assert_eq!(v["failures"], serde_json::json!([]), "{said}");
+        assert_eq!(v["passed"], true, "{said}");
+        assert_eq!(status.and_then(|s| s.code()), Some(0), "{said}");
+        // The chaos happened, and requests were served through it.
+        assert!(field(&v, "/requests_ok") > 0, "{said}");
+        assert!(field(&v, "/kills/worker") >= 1, "{said}");
+        assert!(field(&v, "/kills/hang") >= 1, "{said}");
+        assert!(field(&v, "/scales") >= 1, "{said}");
+        assert!(field(&v, "/reloads") >= 1, "{said}");
+        assert!(field(&v, "/upgrades") >= 1, "{said}");
+        if policy == "fork" {
+            assert!(field(&v, "/kills/child") >= 1, "{said}");
+        }
+    }
+}
