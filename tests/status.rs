@@ -366,6 +366,11 @@ fn a_silent_control_client_does_not_block_status_and_nonsense_gets_an_error() {
     assert_eq!(st["pid"], s.srv.pid());
     assert_eq!(st["transport"], "unix");
     assert!(st["listen_queue"].is_null());
+    assert_eq!(
+        st["master"]["threads"], 1,
+        "a forking master is single-threaded"
+    );
+    assert!(st["master"]["pss_kib"].as_u64().unwrap() > 0, "{st}");
 
     let mut c = UnixStream::connect(&s.control).unwrap();
     c.set_read_timeout(Some(LIMIT)).unwrap();
@@ -414,6 +419,7 @@ fn without_a_supervisor_status_counts_too_and_the_stop_line_is_right() {
         let st = s.status();
         assert_eq!(st["pid"], s.srv.pid(), "{policy}");
         assert_eq!(st["workers"][0]["pid"], s.srv.pid(), "{policy}");
+        assert!(st["master"].is_null(), "{policy}: no master: {st}");
         assert_eq!(st["addr"], s.srv.addr.as_str(), "{policy}");
         assert!(
             st["listen_queue"]["limit"].as_u64().unwrap() > 0,

@@ -108,9 +108,28 @@ fn render(v: &Value) -> String {
         threads += num(w, "threads");
         children += num(w, "children");
     }
+    if let Some(m) = v.get("master").filter(|m| !m.is_null()) {
+        o.push_str(&format!(
+            "{:>8} {:>4} {:<9} {:>8} {:>11} {:>11} {:>9} {:>8} {:>7} {:>10} {:>10}\n",
+            num(v, "pid"),
+            "",
+            "master",
+            "",
+            "",
+            "",
+            "",
+            "",
+            num(m, "threads"),
+            num(m, "rss_kib"),
+            num(m, "pss_kib")
+        ));
+        rss += num(m, "rss_kib");
+        pss += num(m, "pss_kib");
+        threads += num(m, "threads");
+    }
     let t = &v["totals"];
     o.push_str(&format!(
-        "\n{} workers, {children} children, {threads} threads, {} MiB PSS ({} MiB RSS)\n",
+        "\n{} workers, {children} children, {threads} threads, {} MiB PSS ({} MiB RSS) in all\n",
         workers.len(),
         pss / 1024,
         rss / 1024

@@ -451,6 +451,7 @@ impl Standalone {
             listen_queue: info
                 .tcp_listener
                 .and_then(|fd| crate::sys::tcp_listen_queue(fd).ok()),
+            master: None,
         }
     }
 }

@@ -664,6 +664,7 @@ impl<'a> Master<'a> {
             totals,
             worker_restarts: self.restarts,
             listen_queue,
+            master: Some(status::MasterStatus::of(std::process::id() as i32)),
         }
     }
 

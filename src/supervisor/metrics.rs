@@ -344,6 +344,7 @@ mod tests {
             },
             worker_restarts: 2,
             listen_queue: Some((3, 128)),
+            master: None,
         }
     }
 

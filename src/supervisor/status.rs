@@ -52,6 +52,32 @@ pub struct Status {
     pub worker_restarts: u64,
     /// The TCP listener's accept queue: (waiting, limit).
     pub listen_queue: Option<(u32, u32)>,
+    /// The master process itself (not its workers); `None` for a server
+    /// without a supervisor, whose one worker is the process.
+    pub master: Option<MasterStatus>,
+}
+
+/// The master process's own threads and memory.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct MasterStatus {
+    /// Threads of the master (1: it forks).
+    pub threads: u64,
+    /// Its resident memory, KiB.
+    pub rss_kib: u64,
+    /// Its proportional memory, KiB.
+    pub pss_kib: u64,
+}
+
+impl MasterStatus {
+    /// Reads `pid`'s own figures from /proc.
+    pub(crate) fn of(pid: i32) -> MasterStatus {
+        let rollup = format!("/proc/{pid}/smaps_rollup");
+        MasterStatus {
+            threads: threads_of(pid),
+            rss_kib: proc_field(&rollup, "Rss:").unwrap_or(0),
+            pss_kib: proc_field(&rollup, "Pss:").unwrap_or(0),
+        }
+    }
 }
 
 impl Status {
@@ -114,10 +140,20 @@ impl Status {
             Some((len, limit)) => {
                 let _ = write!(
                     o,
-                    ",\"listen_queue\":{{\"length\":{len},\"limit\":{limit}}}}}"
+                    ",\"listen_queue\":{{\"length\":{len},\"limit\":{limit}}}"
                 );
             }
-            None => o.push_str(",\"listen_queue\":null}"),
+            None => o.push_str(",\"listen_queue\":null"),
+        }
+        match self.master {
+            Some(m) => {
+                let _ = write!(
+                    o,
+                    ",\"master\":{{\"threads\":{},\"rss_kib\":{},\"pss_kib\":{}}}}}",
+                    m.threads, m.rss_kib, m.pss_kib
+                );
+            }
+            None => o.push_str(",\"master\":null}"),
         }
         o
     }
@@ -198,6 +234,11 @@ mod tests {
             totals: Counters::default(),
             worker_restarts: 2,
             listen_queue: None,
+            master: Some(MasterStatus {
+                threads: 1,
+                rss_kib: 10,
+                pss_kib: 5,
+            }),
         };
         let j = s.to_json();
         assert!(
@@ -207,7 +248,12 @@ mod tests {
         assert!(j.contains("\"addr\":\"/tmp/a\\\"b\""), "{j}");
         assert!(j.contains("\"connections\":3,\"requests\":5"), "{j}");
         assert!(j.contains("\"worker_restarts\":2}"), "{j}");
-        assert!(j.ends_with("\"listen_queue\":null}"), "{j}");
+        assert!(
+            j.ends_with(
+                "\"listen_queue\":null,\"master\":{\"threads\":1,\"rss_kib\":10,\"pss_kib\":5}}"
+            ),
+            "{j}"
+        );
     }
 
     #[test]
