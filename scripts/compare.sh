@@ -245,6 +245,7 @@ start_server() {
     local out=$TMP/server.out err=$TMP/server.err
     local -a cmd
     SEQ=$((SEQ + 1))
+    CONTROL=
     case $transport in
         tcp | udp) listen=127.0.0.1:0 ;;
         *) listen=$TMP/s$SEQ.sock ;;
@@ -261,8 +262,9 @@ start_server() {
             fi
             ;;
         *)
+            CONTROL=$TMP/c$SEQ.ctl
             cmd=("$SOCKSERV" --transport "$transport" --listen "$listen" --service "$service"
-                --log-format json --graceful-timeout 2)
+                --log-format json --graceful-timeout 2 --control "$CONTROL")
             case $service in
                 delay) cmd+=(--delay-ms "$DELAY_MS") ;;
                 cpu) cmd+=(--cpu-rounds "$CPU_ROUNDS") ;;
@@ -404,8 +406,12 @@ for policy in "${POLICY_LIST[@]}"; do
                 py_cpu=$(grep -m1 '^cpu: ' "$TMP/server.err" | sed 's/^cpu: //') || true
                 args+=(--note "the Python handler hashes ${py_cpu:-? rounds} (sockserv: $CPU_ROUNDS rounds${CPU_US:+, $CPU_US us})")
             fi
+            # sockserv reports on itself (`status` on its control socket); Python's
+            # servers are read from /proc.
+            control=()
+            [[ -n $CONTROL ]] && control=(--control "$CONTROL")
             python3 "$CMP_SRC/sample.py" peak "$SERVER_PID" --out "$peak" --interval 0.2 \
-                --max-seconds "$LIMIT" &
+                --max-seconds "$LIMIT" "${control[@]}" &
             SAMPLER_PID=$!
             # The first sample (the idle server) is taken before the load starts.
             wait_file "$peak" "$SAMPLER_PID" 200 || true

@@ -76,9 +76,19 @@ def _tail(path, n=300):
         return ""
 
 
+def server_counted(series):
+    """The requests the server itself answered during the cell: its count at
+    the last sample (taken once the load is over, so quiet and exact) less
+    its count at the first (taken before the load started)."""
+    if not series or len(series) < 2:
+        return None
+    return {"requests": series[-1][1] - series[0][1], "samples": len(series)}
+
+
 def cmd_cell(a):
     load = _read_json(a.load)
     peak = _read_json(a.peak) or dict(ZERO_PEAK)
+    series = peak.pop("series", None)
     cell = {
         "kind": "cell", "server": a.server, "policy": a.policy, "transport": a.transport,
         "workload": a.workload, "connections": a.connections, "peak": peak,
@@ -100,6 +110,10 @@ def cmd_cell(a):
         errors.append(f"{load['errors_total']} errors {kinds}, {load.get('ok_per_s', 0):,.0f} ok/s"
                       + (f" (first: {first})" if first else ""))
     cell["load"] = load
+    if series is not None and not cell.get("failed"):
+        counted = server_counted(series)
+        if counted is not None:
+            cell["server_counted"] = counted
     if a.rc is not None:
         cell["sockload_rc"] = a.rc
     if a.command:
@@ -117,7 +131,9 @@ def cmd_cell(a):
                    f"p99 {lat['p99_us']:>7} µs  err {load['errors_total']:<5}")
     print(f"  {a.policy:<9} {a.transport:<10} {a.workload:<10} {a.connections:>3} conn  {summary}  "
           f"peak PSS {peak['pss_kib'] / 1024:.1f} MiB, {peak['processes']} procs, "
-          f"{peak['threads']} threads", file=sys.stderr)
+          f"{peak['threads']} threads"
+          + (f", {cell['server_counted']['requests']:,} requests counted by the server"
+             if "server_counted" in cell else ""), file=sys.stderr)
     return 0
 
 

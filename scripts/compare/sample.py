@@ -11,6 +11,15 @@
         the end of PID, or --max-seconds. FILE then holds the same fields plus
         "samples"; it appears with the first sample, so a caller can wait for
         it before starting the load.
+    sample.py peak PID --out FILE --control PATH [...]
+        The same, but each sample asks the server itself (`sockserv
+        --control PATH`, one `status` request on the Unix socket) instead of
+        walking /proc: processes are the master (if supervised), its
+        workers and their fork children; threads, RSS and PSS are what the
+        server reports for its workers and master. FILE also gets
+        "source": "status" and "series": [[unix time, requests answered],
+        ...], the server's own count at each sample, from which results.py
+        takes the server-counted rate over the measured period.
 
 The tree walk is scripts/bench/pss.sh's (children found through the ppid
 field of /proc/*/stat; Rss: and Pss: from /proc/P/smaps_rollup, Threads: from
@@ -104,15 +113,61 @@ def cmd_once(a):
     return 0
 
 
+def query_status(path):
+    """The server's status object from its control socket, or None."""
+    import socket
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            s.settimeout(2.0)
+            s.connect(path)
+            s.sendall(b"status\n")
+            data = b""
+            while not data.endswith(b"\n"):
+                chunk = s.recv(65536)
+                if not chunk:
+                    break
+                data += chunk
+        v = json.loads(data)
+    except (OSError, ValueError):
+        return None
+    return v if "workers" in v else None
+
+
+def from_status(v):
+    """The sampled fields from a status object."""
+    workers = v["workers"]
+    master = v.get("master") or {}
+    return {
+        "rss_kib": sum(w["rss_kib"] for w in workers) + master.get("rss_kib", 0),
+        "pss_kib": sum(w["pss_kib"] for w in workers) + master.get("pss_kib", 0),
+        "processes": (1 if master else 0) + len(workers)
+        + sum(w["children"] for w in workers),
+        "threads": sum(w["threads"] for w in workers) + master.get("threads", 0),
+    }
+
+
 def cmd_peak(a):
     stop = []
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.append(1))
     peak = dict.fromkeys(FIELDS, 0)
     peak["samples"] = 0
+    if a.control:
+        peak["source"] = "status"
+        peak["series"] = []
     deadline = time.monotonic() + a.max_seconds
     while not stop and time.monotonic() < deadline:
-        m = measure(a.pid)
+        if a.control:
+            v = query_status(a.control)
+            if v is None:
+                if os.path.exists(f"/proc/{a.pid}"):
+                    time.sleep(a.interval)
+                    continue  # not answering yet (or a slow moment)
+                break
+            m = from_status(v)
+            peak["series"].append([round(time.time(), 3), v["totals"]["requests"]])
+        else:
+            m = measure(a.pid)
         if m is None:
             break
         for k in FIELDS:
@@ -121,6 +176,12 @@ def cmd_peak(a):
         _write(a.out, peak)
         if not stop:
             time.sleep(a.interval)
+    if stop and a.control:
+        # One last count, after the load: the server is quiet now.
+        v = query_status(a.control)
+        if v is not None:
+            peak["series"].append([round(time.time(), 3), v["totals"]["requests"]])
+            _write(a.out, peak)
     return 0
 
 
@@ -134,6 +195,7 @@ def main():
     pk.add_argument("--out", required=True)
     pk.add_argument("--interval", type=float, default=0.2)
     pk.add_argument("--max-seconds", type=float, default=600.0)
+    pk.add_argument("--control", help="ask the server's status socket instead of /proc")
     a = p.parse_args()
     return cmd_once(a) if a.cmd == "once" else cmd_peak(a)
 

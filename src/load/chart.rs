@@ -148,6 +148,8 @@ mod tests {
             load: Load {
                 requests_per_s: rate,
                 errors_total: 0,
+                requests_ok: 0,
+                warmup_ok: None,
                 latency: Latency {
                     p50_us: 10,
                     p99_us: 100,
@@ -155,6 +157,7 @@ mod tests {
                 },
             },
             peak: Peak::default(),
+            server_counted: None,
         }
     }
 

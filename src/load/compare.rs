@@ -30,6 +30,18 @@ pub struct Cell {
     pub load: Load,
     /// Peaks over the server's process tree during the run.
     pub peak: Peak,
+    /// The server's own count of requests answered during the cell, warm-up
+    /// included (from `sockserv status` before and after the load; absent
+    /// for servers without a control socket).
+    #[serde(default)]
+    pub server_counted: Option<ServerCounted>,
+}
+
+/// Requests the server itself counted during the cell.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ServerCounted {
+    /// Requests answered, warm-up included.
+    pub requests: u64,
 }
 
 /// The parts of sockload's report the comparison uses.
@@ -41,6 +53,13 @@ pub struct Load {
     pub requests_per_s: f64,
     /// Failed requests.
     pub errors_total: u64,
+    /// Requests answered correctly in the measured period.
+    #[serde(default)]
+    pub requests_ok: u64,
+    /// Requests answered correctly during the warm-up (sockload reports it
+    /// since the event engine; absent before).
+    #[serde(default)]
+    pub warmup_ok: Option<u64>,
     /// Latency percentiles.
     pub latency: Latency,
 }
@@ -159,14 +178,21 @@ pub fn markdown(r: &Results) -> String {
                 continue;
             }
             let _ = writeln!(md, "\n#### {workload} over {transport}\n");
-            md.push_str("| policy | req/s | p50 µs | p99 µs | p99.9 µs | errors | peak PSS MiB | peak procs | peak threads |\n");
-            md.push_str("|---|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+            md.push_str("| policy | req/s | answered: client / server | p50 µs | p99 µs | p99.9 µs | errors | peak PSS MiB | peak procs | peak threads |\n");
+            md.push_str("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
             for c in rows {
+                let counted = match (&c.server_counted, c.load.warmup_ok) {
+                    (Some(s), Some(w)) => format!("{} / {}", c.load.requests_ok + w, s.requests),
+                    (Some(s), None) => format!("? / {}", s.requests),
+                    (None, Some(w)) => format!("{} / —", c.load.requests_ok + w),
+                    (None, None) => "—".to_string(),
+                };
                 let _ = writeln!(
                     md,
-                    "| {} | {:.0} | {} | {} | {} | {} | {:.1} | {} | {} |",
+                    "| {} | {:.0} | {} | {} | {} | {} | {} | {:.1} | {} | {} |",
                     c.policy,
                     c.load.requests_per_s,
+                    counted,
                     c.load.latency.p50_us,
                     c.load.latency.p99_us,
                     c.load.latency.p999_us,
@@ -216,7 +242,15 @@ mod tests {
     fn reads_cells_and_idle_files_and_renders_tables() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("a.json"), cell("fork", "connect", 1234.4)).unwrap();
-        std::fs::write(dir.path().join("b.json"), cell("thread", "connect", 2000.0)).unwrap();
+        let counted = cell("thread", "connect", 2000.0).replace(
+            r#""peak":"#,
+            r#""server_counted":{"requests":4000},"peak":"#,
+        )
+        .replace(
+            r#""errors_total":0,"#,
+            r#""errors_total":0,"requests_ok":3900,"warmup_ok":100,"#,
+        );
+        std::fs::write(dir.path().join("b.json"), counted).unwrap();
         std::fs::write(
             dir.path().join("c.json"),
             r#"{"kind":"idle","server":"sockserv","policy":"fork","transport":"tcp","connections":100,
@@ -230,7 +264,11 @@ mod tests {
         let md = markdown(&r);
         assert!(md.contains("#### connect over tcp"), "{md}");
         assert!(
-            md.contains("| fork | 1234 | 10 | 90 | 200 | 0 | 2.0 | 3 | 3 |"),
+            md.contains("| fork | 1234 | — | 10 | 90 | 200 | 0 | 2.0 | 3 | 3 |"),
+            "{md}"
+        );
+        assert!(
+            md.contains("| thread | 2000 | 4000 / 4000 | 10 | 90 | 200 | 0 | 2.0 | 3 | 3 |"),
             "{md}"
         );
         assert!(
