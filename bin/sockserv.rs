@@ -41,7 +41,11 @@ fn config(a: &Args) -> Result<ServeConfig, String> {
             max_children: a.max_children as usize,
             block_on_close: true,
         },
-        "thread" => Policy::THREAD,
+        "thread" => Policy::Thread {
+            daemon: false,
+            block_on_close: true,
+            max_threads: a.max_threads as usize,
+        },
         _ => match (Policy::pool_default(), threads) {
             (Policy::Pool { threads: t, .. }, None) => Policy::Pool {
                 threads: t,

@@ -19,7 +19,7 @@
 //! | `TCPServer`, `UDPServer`       | `ServerBuilder::new(Transport::Tcp / Udp, ..)`|
 //! | `UnixStreamServer`, `UnixDatagramServer` | `Transport::UnixStream / UnixDgram` |
 //! | `ForkingMixIn`                 | `Policy::Fork { max_children, block_on_close }` |
-//! | `ThreadingMixIn`               | `Policy::Thread { daemon, block_on_close }`   |
+//! | `ThreadingMixIn`               | `Policy::Thread { daemon, block_on_close, max_threads }` |
 //! | (none)                         | `Policy::Pool { threads, queue }`             |
 //! | `BaseRequestHandler`           | [`Handler`] (any transport)                   |
 //! | `StreamRequestHandler`         | [`StreamHandler`] over a [`StreamRequest`] (`Read`, `Write`, `reader()`) |

@@ -549,6 +549,7 @@ impl Server {
         let flag = match self.policy {
             Policy::Fork { .. } => "--max-children",
             Policy::Pool { .. } => "--threads or --queue",
+            Policy::Thread { .. } => "--max-threads",
             _ => "the policy's bound",
         };
         warn!(self.log, "saturated: new clients wait in the listen backlog";

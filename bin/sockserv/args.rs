@@ -55,6 +55,12 @@ pub struct Args {
     #[arg(long, default_value_t = 40, env = "SOCKSERV_MAX_CHILDREN",
           value_parser = cli::count(1, MAX_CONCURRENCY))]
     pub max_children: u64,
+    /// Thread policy: most request threads at once (1 to 65536); at the
+    /// bound, accepting waits for one to finish, so a flood of connections
+    /// cannot exhaust memory (1,024 idle threads hold about 13 MiB).
+    #[arg(long, default_value_t = 1024, env = "SOCKSERV_MAX_THREADS",
+          value_parser = cli::count(1, MAX_CONCURRENCY))]
+    pub max_threads: u64,
     /// Pool policy: worker threads, 1 to 65536 [default: 4 per CPU].
     #[arg(long, env = "SOCKSERV_THREADS", value_parser = cli::count(1, MAX_CONCURRENCY))]
     pub threads: Option<u64>,

@@ -242,14 +242,15 @@ mod tests {
     fn reads_cells_and_idle_files_and_renders_tables() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("a.json"), cell("fork", "connect", 1234.4)).unwrap();
-        let counted = cell("thread", "connect", 2000.0).replace(
-            r#""peak":"#,
-            r#""server_counted":{"requests":4000},"peak":"#,
-        )
-        .replace(
-            r#""errors_total":0,"#,
-            r#""errors_total":0,"requests_ok":3900,"warmup_ok":100,"#,
-        );
+        let counted = cell("thread", "connect", 2000.0)
+            .replace(
+                r#""peak":"#,
+                r#""server_counted":{"requests":4000},"peak":"#,
+            )
+            .replace(
+                r#""errors_total":0,"#,
+                r#""errors_total":0,"requests_ok":3900,"warmup_ok":100,"#,
+            );
         std::fs::write(dir.path().join("b.json"), counted).unwrap();
         std::fs::write(
             dir.path().join("c.json"),

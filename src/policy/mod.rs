@@ -48,6 +48,11 @@ pub enum Policy {
         daemon: bool,
         /// `server_close` joins non-daemon threads.
         block_on_close: bool,
+        /// Request threads allowed at once; at the bound, accepting waits
+        /// for one to finish (the kernel backlog holds new clients), so a
+        /// connection flood cannot exhaust memory. `usize::MAX`: no bound,
+        /// as Python's.
+        max_threads: usize,
     },
     /// A fixed set of threads fed by a bounded queue. When threads and queue
     /// are all busy, the server stops accepting and the kernel backlog holds
@@ -66,10 +71,12 @@ impl Policy {
         max_children: 40,
         block_on_close: true,
     };
-    /// `Thread` with Python's defaults (non-daemon, block on close).
+    /// `Thread` with Python's defaults (non-daemon, block on close, no
+    /// bound on threads).
     pub const THREAD: Policy = Policy::Thread {
         daemon: false,
         block_on_close: true,
+        max_threads: usize::MAX,
     };
 
     /// A pool sized for this machine: 4 threads per CPU, a queue as long.
@@ -173,11 +180,14 @@ impl Runner {
             Policy::Thread {
                 daemon,
                 block_on_close,
+                max_threads,
             } => Runner::Thread(ThreadRunner {
                 daemon,
                 block_on_close,
+                max_threads: max_threads.max(1),
                 inflight: Arc::new(InFlight::default()),
                 conns: Arc::new(ConnRegistry::default()),
+                control: Arc::clone(control),
             }),
             Policy::Pool { threads, queue } => {
                 Runner::Pool(PoolRunner::new(threads.max(1), queue, dispatch, control)?)
@@ -194,12 +204,14 @@ impl Runner {
     }
 
     /// False while the policy cannot take another request (fork at
-    /// `max_children`, pool with threads and queue full).
+    /// `max_children`, thread at `max_threads`, pool with threads and queue
+    /// full).
     pub(crate) fn can_accept(&self) -> bool {
         match self {
             Runner::Fork(f) => f.children.len() < f.max_children,
+            Runner::Thread(t) => t.max_threads == usize::MAX || t.inflight.get() < t.max_threads,
             Runner::Pool(p) => p.inflight.get() < p.limit,
-            Runner::Sync | Runner::Thread(_) => true,
+            Runner::Sync => true,
         }
     }
 

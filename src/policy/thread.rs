@@ -19,10 +19,14 @@ use crate::watch::{ConnRegistry, Watch};
 pub(crate) struct ThreadRunner {
     pub(super) daemon: bool,
     pub(super) block_on_close: bool,
+    /// Request threads allowed at once (`usize::MAX`: no bound).
+    pub(super) max_threads: usize,
     /// Requests whose threads have not finished them; closing waits on it
     /// (the threads are detached: see `sys::spawn_detached`).
     pub(super) inflight: Arc<InFlight>,
     pub(super) conns: Arc<ConnRegistry>,
+    /// Wakes the accept loop when a thread frees a place at the bound.
+    pub(super) control: Arc<Control>,
 }
 
 impl ThreadRunner {
@@ -31,11 +35,12 @@ impl ThreadRunner {
         let inflight = Arc::clone(&self.inflight);
         let conns = Arc::clone(&self.conns);
         let stats = dispatch.ctx.stats;
+        let (max, control) = (self.max_threads, Arc::clone(&self.control));
         inflight.start();
         Slot::up(&stats.in_flight);
         let spawned = sys::spawn_detached(Box::new(move || {
             // Counted done even if the request panics past dispatch.
-            let _done = Done(&inflight, stats);
+            let _done = Done(&inflight, stats, max, &control);
             dispatch.run(incoming, Watch::Registry(Arc::clone(&conns)));
         }));
         spawned.map_err(|e| {
@@ -57,13 +62,16 @@ impl ThreadRunner {
     }
 }
 
-/// Marks a request done when dropped.
-struct Done<'a>(&'a InFlight, &'static Slot);
+/// Marks a request done when dropped; the thread that frees a place at
+/// `max_threads` (the third field) wakes the paused accept loop.
+struct Done<'a>(&'a InFlight, &'static Slot, usize, &'a Control);
 
 impl Drop for Done<'_> {
     fn drop(&mut self) {
         Slot::down(&self.1.in_flight);
-        self.0.done();
+        if self.0.done() == self.2 {
+            self.3.wake();
+        }
     }
 }
 
