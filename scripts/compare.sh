@@ -21,12 +21,17 @@ Usage: scripts/compare.sh [options]
   --policies LIST     comma-separated subset of
                       sync,fork,thread,pool,prefork,py-fork,py-thread   [all]
   --transports LIST   subset of tcp,unix,udp,unix-dgram                 [all]
-  --workloads LIST    subset of persistent,connect,delay,cpu            [all]
+  --workloads LIST    subset of persistent,connect,delay,cpu, or none    [all]
   --duration S        measured seconds per cell                         [2]
   --warmup S          unmeasured load before each cell, seconds         [0.5]
   --connections N     client connections per cell (capped where a policy
                       cannot serve that many persistent connections)   [16]
   --idle N            idle TCP connections held per policy; 0 skips     [1000]
+  --sweep LIST        a connection-count sweep: persistent echo over TCP at
+                      each count (e.g. 16,1000,10000) for fork, thread and
+                      Python's servers among --policies (fork's
+                      --max-children and thread's --max-threads raised to
+                      the count); empty skips                            [none]
   --quick             about a minute: tcp only, --duration 1 --warmup 0.25
                       --idle 200 (flags given explicitly still win)
   --results DIR       where the JSON files, compare.md and compare.svg go
@@ -64,7 +69,7 @@ ALL_WORKLOADS=persistent,connect,delay,cpu
 
 POLICIES=$ALL_POLICIES WORKLOADS=$ALL_WORKLOADS
 TRANSPORTS='' DURATION='' WARMUP='' IDLE='' QUICK=''
-CONNS=16 WORKERS=4 POOL_THREADS='' DELAY_MS=10 CPU_ROUNDS=10000 PY_CPU_ROUNDS='' TIMEOUT=5 SOURCES=64
+SWEEP='' CONNS=16 WORKERS=4 POOL_THREADS='' DELAY_MS=10 CPU_ROUNDS=10000 PY_CPU_ROUNDS='' TIMEOUT=5 SOURCES=64
 RESULTS='' NO_BUILD=''
 
 while (($#)); do
@@ -76,6 +81,7 @@ while (($#)); do
         --warmup) WARMUP=${2:?--warmup needs seconds}; shift ;;
         --connections) CONNS=${2:?--connections needs a number}; shift ;;
         --idle) IDLE=${2:?--idle needs a number}; shift ;;
+        --sweep) SWEEP=${2?--sweep needs a list of connection counts}; shift ;;
         --quick) QUICK=1 ;;
         --results) RESULTS=${2:?--results needs a directory}; shift ;;
         --no-build) NO_BUILD=1 ;;
@@ -112,7 +118,7 @@ check_list() {
 }
 check_list policies "$POLICIES" "$ALL_POLICIES"
 check_list transports "$TRANSPORTS" "$ALL_TRANSPORTS"
-check_list workloads "$WORKLOADS" "$ALL_WORKLOADS"
+[[ $WORKLOADS == none ]] || check_list workloads "$WORKLOADS" "$ALL_WORKLOADS"
 for kv in "connections=$CONNS" "workers=$WORKERS" "pool-threads=$POOL_THREADS" \
     "delay-ms=$DELAY_MS" "cpu-rounds=$CPU_ROUNDS" "sources=$SOURCES"; do
     [[ ${kv#*=} =~ ^[1-9][0-9]*$ ]] || die "--${kv%%=*}: not a positive integer: ${kv#*=}"
@@ -124,9 +130,19 @@ for kv in "duration=$DURATION" "warmup=$WARMUP" "timeout=$TIMEOUT"; do
     [[ ${kv#*=} =~ ^[0-9]+(\.[0-9]+)?$ ]] || die "--${kv%%=*}: not a number of seconds: ${kv#*=}"
 done
 ((CONNS <= 1000)) || die "--connections: at most 1000"
+SWEEP_LIST=() SWEEP_MAX=0
+if [[ -n $SWEEP ]]; then
+    IFS=, read -r -a SWEEP_LIST <<< "$SWEEP"
+    for n in "${SWEEP_LIST[@]}"; do
+        [[ $n =~ ^[1-9][0-9]*$ ]] && ((n <= 100000)) \
+            || die "--sweep: not a connection count from 1 to 100000: $n"
+        ((n > SWEEP_MAX)) && SWEEP_MAX=$n
+    done
+fi
 IFS=, read -r -a POLICY_LIST <<< "$POLICIES"
 IFS=, read -r -a TRANSPORT_LIST <<< "$TRANSPORTS"
-IFS=, read -r -a WORKLOAD_LIST <<< "$WORKLOADS"
+WORKLOAD_LIST=()
+[[ $WORKLOADS == none ]] || IFS=, read -r -a WORKLOAD_LIST <<< "$WORKLOADS"
 
 STAMP=$(date -u +%Y%m%dT%H%M%SZ)
 RESULTS=${RESULTS:-$ROOT/bench-results/compare-$STAMP}
@@ -224,7 +240,9 @@ done
 
 # Room for the idle connections (the server's and hold_idle's ends) and the load.
 MAX_CHILDREN=$((IDLE + CONNS + 64))
+MAX_THREADS=$MAX_CHILDREN
 nofile=$((2 * IDLE + 4 * CONNS + 1024))
+((nofile >= 2 * SWEEP_MAX + 1024)) || nofile=$((2 * SWEEP_MAX + 1024))
 ((nofile >= 8192)) || nofile=8192
 if (($(ulimit -n) < nofile)); then
     hard=$(ulimit -Hn)
@@ -272,6 +290,7 @@ start_server() {
             case $policy in
                 prefork) cmd+=(--policy sync --workers "$WORKERS") ;;
                 fork) cmd+=(--no-supervisor --policy fork --max-children "$MAX_CHILDREN") ;;
+                thread) cmd+=(--no-supervisor --policy thread --max-threads "$MAX_THREADS") ;;
                 pool) cmd+=(--no-supervisor --policy pool --threads "$POOL_THREADS") ;;
                 *) cmd+=(--no-supervisor --policy "$policy") ;;
             esac
@@ -376,61 +395,90 @@ T0=$SECONDS
 log "$CELLS cells: ${POLICY_LIST[*]} x ${TRANSPORT_LIST[*]} x ${WORKLOAD_LIST[*]};" \
     "${DURATION}s after ${WARMUP}s warm-up, $CONNS connections; $IDLE idle; results in $RESULTS"
 
+# run_cell N POLICY TRANSPORT WORKLOAD CONNS [NOTE]: one load run against one
+# fresh server, written to $RESULTS as cell number N.
+run_cell() {
+    local n=$1 policy=$2 transport=$3 workload=$4 conns=$5 note=${6:-}
+    local server=sockserv service=echo mode=persistent rc=0 file load peak py_cpu
+    local -a args sources control
+    case $policy in py-*) server=python ;; esac
+    case $workload in
+        persistent | connect | sweep) ;;
+        *) service=$workload ;;
+    esac
+    [[ $workload == connect ]] && mode=connect
+    file=$RESULTS/$(printf %03d "$n")-$policy-$transport-$workload-$conns.json
+    load=$TMP/load.json peak=$TMP/peak.json
+    rm -f "$load" "$load.err" "$peak"
+    args=(--out "$file" --server "$server" --policy "$policy" --transport "$transport"
+        --workload "$workload" --connections "$conns" --load "$load" --peak "$peak")
+    [[ -n $note ]] && args+=(--note "$note")
+    START_ERROR=
+    if ! start_server "$policy" "$transport" "$service"; then
+        printf 'compare: [%d/%d]' "$n" "$CELLS" >&2
+        python3 "$CMP_SRC/results.py" cell "${args[@]}" --error "$START_ERROR"
+        return 0
+    fi
+    if [[ $policy == py-* && $workload == cpu ]]; then
+        py_cpu=$(grep -m1 '^cpu: ' "$TMP/server.err" | sed 's/^cpu: //') || true
+        args+=(--note "the Python handler hashes ${py_cpu:-? rounds} (sockserv: $CPU_ROUNDS rounds${CPU_US:+, $CPU_US us})")
+    fi
+    # sockserv reports on itself (`status` on its control socket); Python's
+    # servers are read from /proc.
+    control=()
+    [[ -n $CONTROL ]] && control=(--control "$CONTROL")
+    python3 "$CMP_SRC/sample.py" peak "$SERVER_PID" --out "$peak" --interval 0.2 \
+        --max-seconds "$LIMIT" "${control[@]}" &
+    SAMPLER_PID=$!
+    # The first sample (the idle server) is taken before the load starts.
+    wait_file "$peak" "$SAMPLER_PID" 200 || true
+    sources=()
+    [[ $transport == tcp && $SOURCES != 1 ]] && sources=(--sources "$SOURCES")
+    run_bg timeout -s KILL "$LIMIT" "$SOCKLOAD" --transport "$transport" \
+        --connect "$SERVER_ADDR" --connections "$conns" --duration "$DURATION" \
+        --warmup "$WARMUP" --mode "$mode" --expect echo --timeout "$TIMEOUT" \
+        --max-error-rate 1 --json "${sources[@]}" > "$load" 2> "$load.err" || rc=$?
+    stop_pid "$SAMPLER_PID"
+    SAMPLER_PID=
+    kill -0 "$SERVER_PID" 2>/dev/null || args+=(--error "the server exited during the run")
+    stop_server
+    printf 'compare: [%d/%d]' "$n" "$CELLS" >&2
+    python3 "$CMP_SRC/results.py" cell "${args[@]}" --rc "$rc" --command "$SERVER_CMD"
+}
+
+# The sweep's policies: those that hold every persistent connection at once.
+SWEEP_POLICIES=()
+if ((${#SWEEP_LIST[@]})); then
+    for policy in "${POLICY_LIST[@]}"; do
+        case $policy in
+            fork | thread | event | py-fork | py-thread) SWEEP_POLICIES+=("$policy") ;;
+        esac
+    done
+fi
+CELLS=$((CELLS + ${#SWEEP_POLICIES[@]} * ${#SWEEP_LIST[@]}))
+
 n=0
 for policy in "${POLICY_LIST[@]}"; do
-    case $policy in py-*) server=python ;; *) server=sockserv ;; esac
     for transport in "${TRANSPORT_LIST[@]}"; do
         for workload in "${WORKLOAD_LIST[@]}"; do
             n=$((n + 1))
-            case $workload in
-                persistent | connect) service='echo' ;;
-                *) service=$workload ;;
-            esac
-            mode=persistent
-            [[ $workload == connect ]] && mode=connect
             cell_connections "$policy" "$transport" "$workload"
-            conns=$CELL_CONNS
-            file=$RESULTS/$(printf %03d "$n")-$policy-$transport-$workload.json
-            load=$TMP/load.json peak=$TMP/peak.json
-            rm -f "$load" "$load.err" "$peak"
-            args=(--out "$file" --server "$server" --policy "$policy" --transport "$transport"
-                --workload "$workload" --connections "$conns" --load "$load" --peak "$peak")
-            [[ -n $CELL_NOTE ]] && args+=(--note "$CELL_NOTE")
-            START_ERROR=
-            if ! start_server "$policy" "$transport" "$service"; then
-                printf 'compare: [%d/%d]' "$n" "$CELLS" >&2
-                python3 "$CMP_SRC/results.py" cell "${args[@]}" --error "$START_ERROR"
-                continue
-            fi
-            if [[ $policy == py-* && $workload == cpu ]]; then
-                py_cpu=$(grep -m1 '^cpu: ' "$TMP/server.err" | sed 's/^cpu: //') || true
-                args+=(--note "the Python handler hashes ${py_cpu:-? rounds} (sockserv: $CPU_ROUNDS rounds${CPU_US:+, $CPU_US us})")
-            fi
-            # sockserv reports on itself (`status` on its control socket); Python's
-            # servers are read from /proc.
-            control=()
-            [[ -n $CONTROL ]] && control=(--control "$CONTROL")
-            python3 "$CMP_SRC/sample.py" peak "$SERVER_PID" --out "$peak" --interval 0.2 \
-                --max-seconds "$LIMIT" "${control[@]}" &
-            SAMPLER_PID=$!
-            # The first sample (the idle server) is taken before the load starts.
-            wait_file "$peak" "$SAMPLER_PID" 200 || true
-            rc=0
-            sources=()
-            [[ $transport == tcp && $SOURCES != 1 ]] && sources=(--sources "$SOURCES")
-            run_bg timeout -s KILL "$LIMIT" "$SOCKLOAD" --transport "$transport" \
-                --connect "$SERVER_ADDR" --connections "$conns" --duration "$DURATION" \
-                --warmup "$WARMUP" --mode "$mode" --expect echo --timeout "$TIMEOUT" \
-                --max-error-rate 1 --json "${sources[@]}" > "$load" 2> "$load.err" || rc=$?
-            stop_pid "$SAMPLER_PID"
-            SAMPLER_PID=
-            kill -0 "$SERVER_PID" 2>/dev/null || args+=(--error "the server exited during the run")
-            stop_server
-            printf 'compare: [%d/%d]' "$n" "$CELLS" >&2
-            python3 "$CMP_SRC/results.py" cell "${args[@]}" --rc "$rc" --command "$SERVER_CMD"
+            run_cell "$n" "$policy" "$transport" "$workload" "$CELL_CONNS" "$CELL_NOTE"
         done
     done
 done
+
+# --- The connection-count sweep. ------------------------------------------
+# Persistent echo over TCP at each count, the bounds raised to match, so the
+# rows show where a process or a thread per connection stops scaling.
+for conns in "${SWEEP_LIST[@]}"; do
+    for policy in "${SWEEP_POLICIES[@]}"; do
+        n=$((n + 1))
+        MAX_CHILDREN=$((conns + 64)) MAX_THREADS=$((conns + 64))
+        run_cell "$n" "$policy" tcp sweep "$conns"
+    done
+done
+MAX_CHILDREN=$((IDLE + CONNS + 64)) MAX_THREADS=$MAX_CHILDREN
 
 # --- Idle connections. ----------------------------------------------------
 # idle POLICY: the tree's memory fresh and then holding idle TCP connections.
@@ -524,7 +572,10 @@ ones too (see errors); peak figures are the largest seen in 200 ms samples of th
 whole process tree (master, workers, children). Idle: PSS of the tree fresh and then
 holding idle TCP connections (one round trip each).
 EOF
-    "$SOCKLOAD" report "$RESULTS" --chart "$RESULTS/compare.svg" \
+    local -a chart=()
+    # The chart draws the matrix; the sweep is a table only.
+    ((${#WORKLOAD_LIST[@]})) && chart=(--chart "$RESULTS/compare.svg")
+    "$SOCKLOAD" report "$RESULTS" "${chart[@]}" \
         || echo "(sockload report failed: see above)"
     python3 "$CMP_SRC/results.py" notes "$RESULTS"
 }

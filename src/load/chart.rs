@@ -42,7 +42,13 @@ impl Metric {
 
 /// Draws the chart for `r` into `path` (SVG).
 pub fn draw(r: &Results, path: &Path) -> anyhow::Result<()> {
-    let workloads = super::compare::distinct(r.cells.iter().map(|c| c.workload.as_str()));
+    // The connection-count sweep has its own table, not a panel here.
+    let workloads = super::compare::distinct(
+        r.cells
+            .iter()
+            .filter(|c| c.workload != "sweep")
+            .map(|c| c.workload.as_str()),
+    );
     anyhow::ensure!(!workloads.is_empty(), "no load cells to chart");
     let height = PANEL_H * workloads.len() as u32;
     let root = SVGBackend::new(path, (PANEL_W * 2, height)).into_drawing_area();
@@ -145,6 +151,7 @@ mod tests {
             policy: policy.into(),
             transport: transport.into(),
             workload: workload.into(),
+            connections: 16,
             load: Load {
                 requests_per_s: rate,
                 errors_total: 0,

@@ -24,8 +24,12 @@ pub struct Cell {
     pub policy: String,
     /// tcp, unix, udp or unix-dgram.
     pub transport: String,
-    /// persistent, connect, delay or cpu.
+    /// persistent, connect, delay, cpu, or sweep (persistent echo at a
+    /// connection count of the sweep).
     pub workload: String,
+    /// Client connections the cell used.
+    #[serde(default)]
+    pub connections: u64,
     /// sockload's `--json` report.
     pub load: Load,
     /// Peaks over the server's process tree during the run.
@@ -168,6 +172,9 @@ pub fn distinct<'a>(items: impl Iterator<Item = &'a str>) -> Vec<String> {
 pub fn markdown(r: &Results) -> String {
     let mut md = String::new();
     for workload in distinct(r.cells.iter().map(|c| c.workload.as_str())) {
+        if workload == "sweep" {
+            continue; // its own table, below
+        }
         for transport in distinct(r.cells.iter().map(|c| c.transport.as_str())) {
             let rows: Vec<&Cell> = r
                 .cells
@@ -204,6 +211,7 @@ pub fn markdown(r: &Results) -> String {
             }
         }
     }
+    sweep_table(&mut md, r);
     if !r.idle.is_empty() {
         md.push_str("\n#### memory held by idle connections\n\n");
         md.push_str("| policy | transport | connections | PSS before MiB | PSS after MiB | KiB per connection | processes | threads |\n");
@@ -224,6 +232,34 @@ pub fn markdown(r: &Results) -> String {
         }
     }
     md
+}
+
+/// The connection-count sweep: per policy, rate, p99 and memory per
+/// connection against the number of persistent connections.
+fn sweep_table(md: &mut String, r: &Results) {
+    let mut rows: Vec<&Cell> = r.cells.iter().filter(|c| c.workload == "sweep").collect();
+    if rows.is_empty() {
+        return;
+    }
+    rows.sort_by(|a, b| (&a.policy, a.connections).cmp(&(&b.policy, b.connections)));
+    md.push_str("\n#### connection-count sweep (persistent echo over tcp)\n\n");
+    md.push_str("| policy | connections | req/s | p99 µs | errors | peak PSS MiB | peak PSS KiB per connection | peak procs | peak threads |\n");
+    md.push_str("|---|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+    for c in rows {
+        let _ = writeln!(
+            md,
+            "| {} | {} | {:.0} | {} | {} | {:.1} | {:.1} | {} | {} |",
+            c.policy,
+            c.connections,
+            c.load.requests_per_s,
+            c.load.latency.p99_us,
+            c.load.errors_total,
+            c.peak.pss_kib as f64 / 1024.0,
+            c.peak.pss_kib as f64 / c.connections.max(1) as f64,
+            c.peak.processes,
+            c.peak.threads
+        );
+    }
 }
 
 #[cfg(test)]
@@ -258,12 +294,32 @@ mod tests {
                "pss_before_kib":1000,"pss_after_kib":11000,"processes":101,"threads":101}"#,
         )
         .unwrap();
+        let sweep = |policy: &str, conns: u64| {
+            cell(policy, "sweep", 500.0).replace(
+                r#""workload":"sweep","#,
+                &format!(r#""workload":"sweep","connections":{conns},"#),
+            )
+        };
+        std::fs::write(dir.path().join("d.json"), sweep("fork", 1000)).unwrap();
+        std::fs::write(dir.path().join("e.json"), sweep("fork", 16)).unwrap();
         std::fs::write(dir.path().join("notes.txt"), "ignored").unwrap();
         let r = read_dir(dir.path()).unwrap();
-        assert_eq!(r.cells.len(), 2);
+        assert_eq!(r.cells.len(), 4);
         assert_eq!(r.idle[0].per_connection_kib(), 100.0);
         let md = markdown(&r);
         assert!(md.contains("#### connect over tcp"), "{md}");
+        assert!(!md.contains("#### sweep over tcp"), "{md}");
+        let sweep_at = md
+            .find("#### connection-count sweep")
+            .expect("a sweep table");
+        let (at16, at1000) = (
+            md.find("| fork | 16 | 500 | 90 | 0 | 2.0 | 128.0 | 3 | 3 |"),
+            md.find("| fork | 1000 | 500 | 90 | 0 | 2.0 | 2.0 | 3 | 3 |"),
+        );
+        assert!(
+            sweep_at < at16.expect(&md) && at16 < at1000,
+            "rows by connection count: {md}"
+        );
         assert!(
             md.contains("| fork | 1234 | — | 10 | 90 | 200 | 0 | 2.0 | 3 | 3 |"),
             "{md}"
