@@ -18,6 +18,12 @@ use socketserver::services::files::FilesConfig;
 use socketserver::services::{serve_foreground, Builtin, ServeConfig, ServiceKind};
 use socketserver::{BindOptions, Policy, Supervisor, Transport};
 
+/// The line services' default idle timeout: what nginx allows a client
+/// between reads (`client_header_timeout`, `client_body_timeout`), long
+/// enough for a person typing at `sockcat`, short enough that a slow or
+/// stalled client lets go of a fork child or a thread within a minute.
+const LINE_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
 fn secs(v: f64) -> Option<Duration> {
     cli::duration(v)
 }
@@ -59,6 +65,11 @@ fn config(a: &Args) -> Result<ServeConfig, String> {
         },
     };
     let service = service(a)?;
+    let idle_timeout = match (a.idle_timeout, &service) {
+        (Some(t), _) => secs(t),
+        (None, ServiceKind::Builtin(_)) => Some(LINE_IDLE_TIMEOUT),
+        (None, _) => None,
+    };
     let cfg = ServeConfig {
         transport: a.transport,
         listen,
@@ -70,7 +81,7 @@ fn config(a: &Args) -> Result<ServeConfig, String> {
             request_queue_size: a.backlog as i32,
             unix_mode: a.socket_mode,
         },
-        idle_timeout: secs(a.idle_timeout),
+        idle_timeout,
         graceful_timeout: secs(a.graceful_timeout).unwrap_or_default(),
         max_packet_size: a.max_packet_size as usize,
         allow: a.allow.clone(),

@@ -88,6 +88,7 @@ pub mod error;
 pub mod handler;
 pub mod hooks;
 pub mod log;
+mod park;
 pub mod policy;
 pub mod request;
 pub mod server;

@@ -22,6 +22,7 @@ use crate::dispatch::Dispatch;
 use crate::error::{Error, Result};
 use crate::handler::HandlerFactory;
 use crate::hooks::{DefaultHooks, Hooks};
+use crate::park::Parked;
 use crate::policy::{check_single_threaded, Policy, Runner};
 use crate::request::ServerContext;
 use crate::socket::{BindOptions, Listener};
@@ -38,6 +39,8 @@ pub struct ServerBuilder {
     policy: Policy,
     timeout: Option<Duration>,
     idle_timeout: Option<Duration>,
+    /// Hand stream connections to the policy only once they speak.
+    wait_for_data: Option<Duration>,
     tcp_nodelay: bool,
     max_packet_size: usize,
     hooks: Arc<dyn Hooks>,
@@ -72,6 +75,7 @@ impl ServerBuilder {
             policy: Policy::Sync,
             timeout: None,
             idle_timeout: None,
+            wait_for_data: None,
             tcp_nodelay: true,
             max_packet_size: 8192,
             hooks: Arc::new(DefaultHooks),
@@ -116,6 +120,20 @@ impl ServerBuilder {
     /// Read timeout for each stream connection (None: no limit).
     pub fn idle_timeout(mut self, t: Option<Duration>) -> Self {
         self.idle_timeout = t;
+        self
+    }
+
+    /// For protocols whose client speaks first: a stream connection goes to
+    /// the policy (a fork child, a thread, a pool slot, the sync server's
+    /// turn) only once it has bytes to read, and is closed if it stays
+    /// silent for `patience`. Until then it waits in the serving loop's
+    /// poll set at the cost of a socket, so connections that never send
+    /// cannot lock other clients out. TCP listeners also get
+    /// `TCP_DEFER_ACCEPT` with the same patience. Off by default (a
+    /// server that greets its clients must leave it off); no effect on
+    /// datagram transports.
+    pub fn wait_for_data(mut self, patience: Option<Duration>) -> Self {
+        self.wait_for_data = patience;
         self
     }
 
@@ -253,6 +271,17 @@ impl ServerBuilder {
             access: self.access,
         };
         let fd = listener.socket.as_raw_fd();
+        let parked = match self.wait_for_data {
+            Some(patience) if listener.transport.is_stream() => {
+                if listener.transport == Transport::Tcp {
+                    let secs = patience.as_secs().max(1).min(u64::from(u32::MAX)) as u32;
+                    crate::sys::set_tcp_defer_accept(fd, secs)
+                        .map_err(|e| Error::socket("set TCP_DEFER_ACCEPT", &listener.address, e))?;
+                }
+                Some(Parked::new(patience))
+            }
+            _ => None,
+        };
         let runner = Runner::new(self.policy, &dispatch, &control, Some(fd))?;
         Ok(Server {
             listener: Some(listener),
@@ -263,6 +292,7 @@ impl ServerBuilder {
             timeout: self.timeout,
             backoff: Backoff::default(),
             warnings: Warnings::default(),
+            parked,
             log: self.log,
         })
     }
@@ -308,6 +338,8 @@ pub struct Server {
     timeout: Option<Duration>,
     backoff: Backoff,
     warnings: Warnings,
+    /// Connections waiting for their first bytes (`wait_for_data`).
+    parked: Option<Parked>,
     log: Logger,
 }
 
@@ -450,6 +482,9 @@ impl Server {
             }
         }
         let watch = !backing_off && !full && self.listener.is_some();
+        if self.parked.as_ref().is_some_and(|p| !p.is_empty()) {
+            return self.wait_with_parked(limit, watch, full);
+        }
         let ms = limit.map_or(-1, |l| l.as_millis().min(i32::MAX as u128) as i32);
         let timeout = PollTimeout::try_from(ms).unwrap_or(PollTimeout::NONE);
         let fired = |fd: &PollFd<'_>| fd.revents().is_some_and(|r| !r.is_empty());
@@ -475,6 +510,66 @@ impl Server {
             self.control.drain();
         }
         ready
+    }
+
+    /// `wait` while silent connections are parked: they join the poll set
+    /// (unless the policy is full), their deadlines bound the sleep; those
+    /// that spoke go to the policy, those past their deadline are closed.
+    fn wait_with_parked(&mut self, limit: Option<Duration>, watch: bool, full: bool) -> bool {
+        let parked = self.parked.as_ref().expect("parked connections");
+        let now = Instant::now();
+        let until = parked
+            .next_deadline()
+            .map(|d| d.saturating_duration_since(now));
+        let limit = match (limit, until) {
+            (Some(l), Some(u)) => Some(l.min(u)),
+            (l, u) => l.or(u),
+        };
+        let ms = limit.map_or(-1, |l| l.as_millis().min(i32::MAX as u128) as i32);
+        let timeout = PollTimeout::try_from(ms).unwrap_or(PollTimeout::NONE);
+        let mut fds = vec![PollFd::new(self.control.wake_source(), PollFlags::POLLIN)];
+        if let Some(fd) = self.runner.event_fd() {
+            fds.push(PollFd::new(fd, PollFlags::POLLIN));
+        }
+        let listen_at = fds.len();
+        if let (Some(l), true) = (&self.listener, watch) {
+            fds.push(PollFd::new(l.socket.as_fd(), PollFlags::POLLIN));
+        }
+        let n = fds.len();
+        if !full {
+            parked.poll_fds(&mut fds);
+        }
+        let _ = poll(&mut fds, timeout);
+        let flags: Vec<bool> = fds
+            .iter()
+            .map(|fd| fd.revents().is_some_and(|r| !r.is_empty()))
+            .collect();
+        drop(fds);
+        if flags[0] {
+            self.control.drain();
+        }
+        let ready = listen_at < n && flags[listen_at];
+        let parked = self.parked.as_mut().expect("parked connections");
+        let (spoken, expired) = parked.sort_out(&flags[n..], Instant::now());
+        for incoming in expired {
+            self.close_silent(incoming);
+        }
+        for incoming in spoken {
+            self.process(incoming);
+        }
+        ready
+    }
+
+    /// Closes a connection that never spoke (past its patience, or evicted
+    /// from a full table).
+    fn close_silent(&mut self, incoming: Incoming) {
+        let peer = incoming.peer().clone();
+        debug!(self.log, "closed a connection that sent nothing"; "peer" => %peer);
+        if let Some(access) = &self.dispatch.access {
+            use crate::access::Outcome;
+            let waited = self.parked.as_ref().map_or(Duration::ZERO, |p| p.patience);
+            access.record(&peer, Outcome::Timeout, waited, 0, 0);
+        }
     }
 
     /// After one wake-up, takes up to ACCEPT_BATCH pending requests, so a
@@ -504,6 +599,14 @@ impl Server {
             Ok(incoming) => {
                 Slot::add(&self.dispatch.ctx.stats.connections);
                 self.accept_recovered();
+                if let Some(parked) = &mut self.parked {
+                    if !Parked::has_spoken(&incoming) {
+                        if let Some(evicted) = parked.park(incoming) {
+                            self.close_silent(evicted);
+                        }
+                        return true;
+                    }
+                }
                 self.process(incoming);
             }
             Err(NoRequest::Spurious) => return false,

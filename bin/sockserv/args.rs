@@ -68,10 +68,12 @@ pub struct Args {
     /// [default: as many as threads].
     #[arg(long, env = "SOCKSERV_QUEUE", value_parser = cli::count(1, MAX_CONCURRENCY))]
     pub queue: Option<u64>,
-    /// Close a stream connection idle this many seconds (0: never).
-    #[arg(long, default_value_t = 0.0, env = "SOCKSERV_IDLE_TIMEOUT",
-          value_parser = cli::seconds(true, MAX_SECONDS))]
-    pub idle_timeout: f64,
+    /// Close a stream connection idle this many seconds (0: never)
+    /// [default: 60 for the line services, whose connections also reach
+    /// the policy only once they send; never for chat and files, which
+    /// keep their own timeouts].
+    #[arg(long, env = "SOCKSERV_IDLE_TIMEOUT", value_parser = cli::seconds(true, MAX_SECONDS))]
+    pub idle_timeout: Option<f64>,
     /// Seconds in-flight requests may run after SIGTERM/SIGINT.
     #[arg(long, default_value_t = 30.0, env = "SOCKSERV_GRACEFUL_TIMEOUT",
           value_parser = cli::seconds(true, MAX_SECONDS))]

@@ -15,6 +15,11 @@ use crate::policy::Policy;
 use crate::server::{Server, ServerBuilder};
 use crate::services::chat::{Chat, ChatConfig};
 use crate::services::files::{Files, FilesConfig};
+
+/// How long a silent connection may wait with `--idle-timeout 0` (never):
+/// a year, so in practice until the table of silent connections is full
+/// and the oldest makes room.
+const SILENT_FOREVER: Duration = Duration::from_secs(365 * 86_400);
 use crate::services::{Builtin, Framing, Service, ServiceFactory};
 use crate::socket::BindOptions;
 use crate::supervisor::Supervisor;
@@ -142,7 +147,13 @@ impl ServeConfig {
         match &self.service {
             ServiceKind::Builtin(_) => {
                 let service = self.service().expect("a built-in service");
-                builder.build(ServiceFactory::new(service))
+                // Their clients speak first: a silent connection waits in
+                // the serving loop, not in a child or a thread, and is
+                // closed after the idle timeout.
+                let patience = self.idle_timeout.unwrap_or(SILENT_FOREVER);
+                builder
+                    .wait_for_data(Some(patience))
+                    .build(ServiceFactory::new(service))
             }
             ServiceKind::Chat(c) => {
                 if self.policy == Policy::Sync && self.transport.is_stream() {

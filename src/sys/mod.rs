@@ -42,8 +42,9 @@ mod signal;
 mod thread;
 
 pub(crate) use net::{
-    copy_uninit, recv_from_trunc, recv_into_spare, recv_uninit, send_all, set_tcp_nodelay,
-    shutdown_both, shutdown_read, take_listen_fds, take_upgrade_fd, tcp_listen_queue,
+    copy_uninit, recv_from_trunc, recv_into_spare, recv_uninit, send_all, set_tcp_defer_accept,
+    set_tcp_nodelay, shutdown_both, shutdown_read, take_listen_fds, take_upgrade_fd,
+    tcp_listen_queue,
 };
 pub(crate) use pids::PidTable;
 pub(crate) use process::{

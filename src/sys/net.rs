@@ -184,6 +184,21 @@ pub(crate) fn take_upgrade_fd(fd: RawFd) -> Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
+/// Sets `TCP_DEFER_ACCEPT` on a TCP listening socket: `accept(2)` hands
+/// out a connection only once its client has sent data, or after about
+/// `secs` seconds (the kernel counts SYN-ACK retransmissions).
+pub(crate) fn set_tcp_defer_accept(fd: RawFd, secs: u32) -> io::Result<()> {
+    let v = libc::c_int::try_from(secs).unwrap_or(libc::c_int::MAX);
+    syscall!(setsockopt(
+        fd,
+        libc::IPPROTO_TCP,
+        libc::TCP_DEFER_ACCEPT,
+        (&v as *const libc::c_int).cast(),
+        std::mem::size_of::<libc::c_int>() as libc::socklen_t
+    ))?;
+    Ok(())
+}
+
 /// A TCP listening socket's accept queue: (connections waiting to be
 /// accepted, the backlog limit), from `TCP_INFO` (Linux reports them as
 /// `tcpi_unacked` and `tcpi_sacked` for a socket in LISTEN state).
