@@ -95,12 +95,9 @@ impl Parked {
         now: Instant,
     ) -> (Vec<Incoming>, Vec<Incoming>) {
         let (mut spoken, mut expired) = (Vec::new(), Vec::new());
-        let mut i = 0;
         let mut kept = Vec::with_capacity(self.conns.len());
-        for (incoming, deadline) in self.conns.drain(..) {
-            let f = fired.get(i).copied().unwrap_or(false);
-            i += 1;
-            if f {
+        for (i, (incoming, deadline)) in self.conns.drain(..).enumerate() {
+            if fired.get(i).copied().unwrap_or(false) {
                 spoken.push(incoming);
             } else if deadline <= now {
                 expired.push(incoming);
