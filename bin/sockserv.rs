@@ -42,6 +42,10 @@ fn config(a: &Args) -> Result<ServeConfig, String> {
             block_on_close: true,
         },
         "thread" => Policy::THREAD,
+        "event" => match threads {
+            Some(threads) => Policy::Event { threads },
+            None => Policy::event_default(),
+        },
         _ => match (Policy::pool_default(), threads) {
             (Policy::Pool { threads: t, .. }, None) => Policy::Pool {
                 threads: t,

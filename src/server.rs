@@ -40,6 +40,7 @@ pub struct ServerBuilder {
     idle_timeout: Option<Duration>,
     tcp_nodelay: bool,
     max_packet_size: usize,
+    output_limit: usize,
     hooks: Arc<dyn Hooks>,
     /// Set by the supervisor's worker: wraps whatever hooks the program
     /// chose with the worker's own (request counting, heartbeats).
@@ -71,6 +72,7 @@ impl ServerBuilder {
             idle_timeout: None,
             tcp_nodelay: true,
             max_packet_size: 8192,
+            output_limit: crate::policy::OUTPUT_LIMIT,
             hooks: Arc::new(DefaultHooks),
             layer: None,
             slot: None,
@@ -123,6 +125,13 @@ impl ServerBuilder {
     /// Largest datagram accepted (default 8192, as Python's).
     pub fn max_packet_size(mut self, n: usize) -> Self {
         self.max_packet_size = n.max(1);
+        self
+    }
+
+    /// Event policy: the most reply bytes kept for a client that does not
+    /// read them (default 1 MiB); past it the connection is closed.
+    pub fn output_limit(mut self, bytes: usize) -> Self {
+        self.output_limit = bytes.max(1);
         self
     }
 
@@ -186,6 +195,13 @@ impl ServerBuilder {
                 self.transport
             )));
         }
+        if matches!(self.policy, Policy::Event { .. }) && factory.message_factory().is_none() {
+            return Err(Error::Config(
+                "this handler cannot run under the event policy: it blocks in its reads \
+                 (setup/handle/finish); serve a MessageFactory (see handler::messages)"
+                    .into(),
+            ));
+        }
         crate::sys::ignore_sigpipe().map_err(|e| Error::os("ignore SIGPIPE", e))?;
         let listener = match (self.listener, &self.address) {
             (Some(l), _) => l,
@@ -229,8 +245,13 @@ impl ServerBuilder {
             log: self.log.clone(),
             access: self.access,
         };
-        let fd = listener.socket.as_raw_fd();
-        let runner = Runner::new(self.policy, &dispatch, &control, Some(fd))?;
+        let runner = Runner::new(
+            self.policy,
+            &dispatch,
+            &control,
+            &listener,
+            self.output_limit,
+        )?;
         Ok(Server {
             listener: Some(listener),
             policy: self.policy,
@@ -366,7 +387,16 @@ impl Server {
     /// with [`Handled::Stopped`], once a stop was requested (by
     /// [`ShutdownHandle`] or a signal registered with it): a loop of
     /// `handle_request` calls ends on `Stopped`, as `serve_forever` does.
+    /// Under [`Policy::Event`] the loops take requests themselves: use
+    /// `serve_forever`; this returns an error.
     pub fn handle_request(&mut self) -> Result<Handled> {
+        if self.runner.owns_listener() {
+            return Err(Error::Config(
+                "handle_request serves one request; under the event policy the loops take \
+                 requests: use serve_forever"
+                    .into(),
+            ));
+        }
         self.runner.begin()?;
         let deadline = self.timeout.map(|t| Instant::now() + t);
         loop {
@@ -426,7 +456,8 @@ impl Server {
                 self.saturated();
             }
         }
-        let watch = !backing_off && !full && self.listener.is_some();
+        let watch =
+            !backing_off && !full && self.listener.is_some() && !self.runner.owns_listener();
         let ms = limit.map_or(-1, |l| l.as_millis().min(i32::MAX as u128) as i32);
         let timeout = PollTimeout::try_from(ms).unwrap_or(PollTimeout::NONE);
         let fired = |fd: &PollFd<'_>| fd.revents().is_some_and(|r| !r.is_empty());
