@@ -487,3 +487,106 @@ fn a_blocking_handler_is_refused_under_event_at_build_time() {
         .expect("a blocking handler under event must be refused");
     assert!(err.to_string().contains("event policy"), "{err}");
 }
+
+// --- chat ------------------------------------------------------------------
+
+/// A chat session over a stream: lines out, lines in.
+struct ChatUser(std::io::BufReader<Conn>);
+
+impl ChatUser {
+    fn line(&mut self) -> String {
+        use std::io::BufRead;
+        let mut l = String::new();
+        self.0.read_line(&mut l).unwrap();
+        l
+    }
+
+    fn ask(&mut self, line: &str) -> String {
+        self.0
+            .get_mut()
+            .write_all(format!("{line}\n").as_bytes())
+            .unwrap();
+        self.line()
+    }
+}
+
+/// What two stream users and a datagram user see of one scenario: a
+/// broadcast, a private message, /who, an over-long line, /quit.
+fn chat_transcript(stream: &str, policy: &str) -> Vec<String> {
+    let dir = tempfile::tempdir().unwrap();
+    let accounts = dir.path().join("accounts");
+    let mut seen = Vec::new();
+    for transport in [stream, "udp"] {
+        let (listen, _ldir) = listen_for(transport);
+        let s = Sockserv::start(&[
+            "--service",
+            "chat",
+            "--transport",
+            transport,
+            "--listen",
+            &listen,
+            "--policy",
+            policy,
+            "--accounts",
+            accounts.to_str().unwrap(),
+            "--hash-cost",
+            "m=64,t=1,p=1",
+        ]);
+        if transport == "udp" {
+            let d = Dgram::new("udp", &s.addr);
+            seen.push(
+                String::from_utf8(dgram_request(&d, b"/login alice pw-alice-1", "udp")).unwrap(),
+            );
+            seen.push(String::from_utf8(dgram_request(&d, b"/who", "udp")).unwrap());
+            seen.push(String::from_utf8(dgram_request(&d, b"/quit", "udp")).unwrap());
+            continue;
+        }
+        let connect = || {
+            let mut u = ChatUser(std::io::BufReader::new(
+                Conn::connect(transport, &s.addr).unwrap(),
+            ));
+            let welcome = u.line();
+            (u, welcome)
+        };
+        let (mut alice, w) = connect();
+        seen.push(w);
+        let (mut bob, _) = connect();
+        seen.push(alice.ask("/register alice pw-alice-1"));
+        seen.push(bob.ask("/register bob pw-bob-1"));
+        alice.0.get_mut().write_all(b"hello ").unwrap();
+        alice.0.get_mut().write_all(b"room\n").unwrap();
+        seen.push(bob.line());
+        seen.push(alice.ask("/msg bob psst"));
+        seen.push(bob.line());
+        seen.push(bob.ask("/who"));
+        seen.push(alice.ask(&"x".repeat(5000)));
+        seen.push(alice.ask("/quit"));
+        let mut rest = String::new();
+        alice.0.read_to_string(&mut rest).unwrap();
+        seen.push(format!("after quit: {rest:?}"));
+        assert!(
+            wait_until(LIMIT, || bob.ask("/who") == "ok: online: bob\n"),
+            "{policy}"
+        );
+    }
+    seen
+}
+
+#[test]
+fn chat_under_event_behaves_as_under_thread() {
+    for stream in ["tcp", "unix"] {
+        let thread = chat_transcript(stream, "thread");
+        let event = chat_transcript(stream, "event");
+        assert_eq!(event, thread, "{stream}");
+        assert!(
+            thread.iter().any(|l| l == "alice: hello room\n"),
+            "{thread:?}"
+        );
+        assert!(
+            thread
+                .iter()
+                .any(|l| l.starts_with("error: line longer than")),
+            "{thread:?}"
+        );
+    }
+}
