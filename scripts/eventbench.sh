@@ -22,7 +22,16 @@
 #
 # Usage: scripts/eventbench.sh [--connections N] [--duration S] [--warmup S]
 #          [--rounds N] [--idle N] [--many N | --no-many] [--probe N]
-#          [--results DIR] [--no-build]
+#          [--results DIR] [--no-build] [--no-pin]
+#
+# Part 1 runs each round twice: with the processes where the scheduler puts
+# them, and with each server pinned to CPU 1 and the client to CPU 0
+# (taskset), so that every server gets the same one CPU. Unpinned, on a
+# machine where other work runs, a 5,000-thread server takes a larger share
+# of the CPUs from that work than a one-thread server does; pinned, the
+# thread policy loses the second CPU it would have. Neither alone is the
+# truth; CPU time per reply is the same measure in both. --no-pin: only the
+# first.
 # Prints Markdown tables and the target ratios; writes results.json and
 # summary.md to --results (default bench-results/event).
 set -euo pipefail
@@ -33,7 +42,7 @@ log() { echo "eventbench: $*" >&2; }
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 BENCH_SRC=$ROOT/scripts/bench
 CONNS=5000 DURATION=5 WARMUP=1 ROUNDS=3 IDLE=2000 MANY=100000 PROBE=1000
-RESULTS=$ROOT/bench-results/event NO_BUILD=
+RESULTS=$ROOT/bench-results/event NO_BUILD= PIN=1
 while (($#)); do
     case $1 in
         --connections) CONNS=${2:?}; shift ;;
@@ -46,7 +55,8 @@ while (($#)); do
         --probe) PROBE=${2:?}; shift ;;
         --results) RESULTS=${2:?}; shift ;;
         --no-build) NO_BUILD=1 ;;
-        -h | --help) sed -n '2,29p' "$0"; exit 0 ;;
+        --no-pin) PIN= ;;
+        -h | --help) sed -n '2,35p' "$0"; exit 0 ;;
         *) die "unknown option $1 (see --help)" ;;
     esac
     shift
@@ -74,7 +84,7 @@ cleanup() {
     local rc=$? p
     trap - EXIT INT TERM
     for p in "${PIDS[@]}"; do stop_pid "$p"; done
-    rm -rf "$TMP"
+    [[ -n ${KEEP_TMP:-} ]] || rm -rf "$TMP"
     exit "$rc"
 }
 trap cleanup EXIT
@@ -104,9 +114,12 @@ log "open-files limit: $NOFILE"
 ((NOFILE > CONNS + 100)) || die "--connections $CONNS needs more than the open-files limit $NOFILE"
 
 # start NAME CMD...: starts a server, waits for its port; sets SERVER_PID, PORT.
+STARTS=0
 start() {
-    local name=$1 i
+    local name=$1.$((++STARTS)) i
     shift
+    : > "$TMP/$name.out"
+    : > "$TMP/$name.err"
     "$@" > "$TMP/$name.out" 2> "$TMP/$name.err" &
     SERVER_PID=$!
     PIDS+=("$SERVER_PID")
@@ -135,19 +148,28 @@ server_cmd() {
 }
 
 # --- 1. persistent connections -------------------------------------------
+MODES=(float)
+if [[ -n $PIN ]] && command -v taskset > /dev/null && (($(nproc) >= 2)); then
+    MODES+=(pinned)
+fi
 echo '{"persistent":[' > "$TMP/persistent.json"
 sep=
 for ((r = 1; r <= ROUNDS; r++)); do
-    for s in c event thread; do
-        # shellcheck disable=SC2046 # the command line is meant to split
-        start "$s" $(server_cmd "$s")
-        t0=$(cpu_ticks "$SERVER_PID")
-        out=$("$BUILD/epoll_client" load 127.0.0.1 "$PORT" -c "$CONNS" -d "$DURATION" -w "$WARMUP")
-        t1=$(cpu_ticks "$SERVER_PID")
-        stop
-        log "round $r $s: $out cpu_ticks=$((t1 - t0))"
-        echo "$sep{\"round\":$r,\"server\":\"$s\",\"cpu_ticks\":$((t1 - t0)),\"hz\":$HZ,\"client\":$out}" >> "$TMP/persistent.json"
-        sep=,
+    for mode in "${MODES[@]}"; do
+        PIN_SERVER=() PIN_CLIENT=()
+        [[ $mode == pinned ]] && PIN_SERVER=(taskset -c 1) PIN_CLIENT=(taskset -c 0)
+        for s in c event thread; do
+            # shellcheck disable=SC2046 # the command line is meant to split
+            start "$s" "${PIN_SERVER[@]}" $(server_cmd "$s")
+            t0=$(cpu_ticks "$SERVER_PID")
+            out=$("${PIN_CLIENT[@]}" "$BUILD/epoll_client" load 127.0.0.1 "$PORT" -c "$CONNS" \
+                  -d "$DURATION" -w "$WARMUP")
+            t1=$(cpu_ticks "$SERVER_PID")
+            stop
+            log "round $r $mode $s: $out cpu_ticks=$((t1 - t0))"
+            echo "$sep{\"round\":$r,\"mode\":\"$mode\",\"server\":\"$s\",\"cpu_ticks\":$((t1 - t0)),\"hz\":$HZ,\"client\":$out}" >> "$TMP/persistent.json"
+            sep=,
+        done
     done
 done
 echo '],' >> "$TMP/persistent.json"
@@ -197,8 +219,8 @@ if ((MANY > 0)); then
     ((NOFILE < MANY + 1000)) && workers=$(((MANY + per_proc - 1) / per_proc + 1))
     sources=$(((MANY + 19999) / 20000 + 1))
     log "many: $MANY idle over $clients client processes, $sources source addresses, $workers workers"
-    start many "$SOCKSERV" --policy event --workers "$workers" --listen 127.0.0.1:0 --log-format json \
-        --graceful-timeout 1 --backlog 4096
+    start many "$SOCKSERV" --policy event --threads 1 --workers "$workers" --listen 127.0.0.1:0 \
+        --log-format json --graceful-timeout 1 --backlog 4096
     sleep 1
     before=$("$BENCH_SRC/pss.sh" "$SERVER_PID" | cut -d' ' -f1)
     mkfifo "$TMP/many.in"
@@ -240,25 +262,32 @@ python3 - "$RESULTS/results.json" "$CONNS" << 'PY' | tee "$RESULTS/summary.md"
 import json, statistics, sys
 d = json.load(open(sys.argv[1]))
 conns = sys.argv[2]
-by = {}
-for r in d["persistent"]:
-    c = r["client"]
-    cpu_us = r["cpu_ticks"] / r["hz"] * 1e6 / max(c["total_requests"], 1)
-    by.setdefault(r["server"], []).append((c["rate"], cpu_us, c["errors"]))
-med = {s: (statistics.median(x[0] for x in v), statistics.median(x[1] for x in v),
-           sum(x[2] for x in v), [round(x[0]) for x in v]) for s, v in by.items()}
-print(f"### {conns} persistent echo connections (64-byte requests), medians of {len(by['c'])} rounds\n")
-print("| server | replies/s | rounds | server CPU µs/reply | errors |")
-print("|---|---|---|---|---|")
 names = {"c": "C epoll, 1 thread", "event": "sockserv --policy event --threads 1", "thread": "sockserv --policy thread"}
-for s in ["c", "event", "thread"]:
-    rate, cpu, err, rounds = med[s]
-    print(f"| {names[s]} | {rate:,.0f} | {', '.join(f'{x:,}' for x in rounds)} | {cpu:.1f} | {err} |")
-e, c, t = med["event"], med["c"], med["thread"]
-print()
-print(f"- event / C, replies/s: {e[0]/c[0]:.2f}x (target >= 0.9x); by CPU per reply: {c[1]/e[1]:.2f}x")
-print(f"- event / thread, replies/s: {e[0]/t[0]:.2f}x (target >= 1.5x); by CPU per reply: {t[1]/e[1]:.2f}x")
-print()
+titles = {"float": "servers and client where the scheduler puts them",
+          "pinned": "each server pinned to CPU 1, the client to CPU 0"}
+for mode in ["float", "pinned"]:
+    by = {}
+    for r in d["persistent"]:
+        if r["mode"] != mode:
+            continue
+        c = r["client"]
+        cpu_us = r["cpu_ticks"] / r["hz"] * 1e6 / max(c["total_requests"], 1)
+        by.setdefault(r["server"], []).append((c["rate"], cpu_us, c["errors"]))
+    if not by:
+        continue
+    med = {s: (statistics.median(x[0] for x in v), statistics.median(x[1] for x in v),
+               sum(x[2] for x in v), [round(x[0]) for x in v]) for s, v in by.items()}
+    print(f"### {conns} persistent echo connections (64-byte requests), {titles[mode]}: medians of {len(by['c'])} rounds\n")
+    print("| server | replies/s | each round | server CPU µs/reply | errors |")
+    print("|---|---|---|---|---|")
+    for s in ["c", "event", "thread"]:
+        rate, cpu, err, rounds = med[s]
+        print(f"| {names[s]} | {rate:,.0f} | {', '.join(f'{x:,}' for x in rounds)} | {cpu:.1f} | {err} |")
+    e, c, t = med["event"], med["c"], med["thread"]
+    print()
+    print(f"- event / C: replies/s {e[0]/c[0]:.2f}x (target >= 0.9x); CPU per reply {c[1]/e[1]:.2f}x")
+    print(f"- event / thread: replies/s {e[0]/t[0]:.2f}x (target >= 1.5x); CPU per reply {t[1]/e[1]:.2f}x")
+    print()
 print("### Memory per idle connection (PSS over the supervised tree)\n")
 print("| policy | idle | PSS before KiB | PSS held KiB | per connection |")
 print("|---|---|---|---|---|")

@@ -69,7 +69,7 @@
 //! # Features
 //!
 //! With `default-features = false` the crate is the library alone: the
-//! modules above, on libc, nix, socket2, signal-hook, crossbeam-channel,
+//! modules above, on libc, nix, socket2, signal-hook, crossbeam-channel, mio,
 //! slog (with its term and JSON drains) and thiserror. `apps` (on by
 //! default) adds [`services`], the built-in services `sockserv` serves;
 //! `load` (on by default) adds `load`, the `sockload` engine.

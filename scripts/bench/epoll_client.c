@@ -67,7 +67,10 @@ static int dial(const char *host, int port, int i) {
     if (sources > 1) {
         struct sockaddr_in src = {.sin_family = AF_INET};
         src.sin_addr.s_addr = htonl(0x7f000001 + (uint32_t)(i % sources));
-        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+        /* The port is chosen at connect, per destination: without this a
+         * bind-time search of the source's ephemeral ports slows to a crawl
+         * once tens of thousands are in use. */
+        setsockopt(fd, IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, &one, sizeof one);
         if (bind(fd, (struct sockaddr *)&src, sizeof src) < 0) die("bind source");
     }
     struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons(port)};
