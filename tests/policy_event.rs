@@ -590,3 +590,34 @@ fn chat_under_event_behaves_as_under_thread() {
         );
     }
 }
+
+#[test]
+fn the_access_log_has_a_line_per_connection_and_datagram() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("access.log");
+    let mut servers = Vec::new();
+    for transport in ["tcp", "udp"] {
+        let (s, d) = start(
+            transport,
+            &["--no-supervisor", "--access-log", log.to_str().unwrap()],
+        );
+        assert_eq!(ask(transport, &s.addr, b"logged\n", 7), b"logged\n");
+        servers.push((s, d)); // serving until the lines are in
+    }
+    let mut lines = Vec::new();
+    assert!(
+        wait_until(LIMIT, || {
+            lines = std::fs::read_to_string(&log)
+                .unwrap_or_default()
+                .lines()
+                .map(String::from)
+                .collect();
+            lines.len() == 2
+        }),
+        "{lines:?}"
+    );
+    for l in &lines {
+        let ok = l.contains("\"outcome\":\"ok\"");
+        assert!(ok && l.contains("\"bytes_in\":7,\"bytes_out\":7"), "{l}");
+    }
+}
