@@ -24,6 +24,15 @@ const LIMIT: Duration = Duration::from_secs(10);
 /// A sockserv under `--policy event` over `transport`, with its socket's
 /// temp dir kept alive.
 fn start(transport: &str, extra: &[&str]) -> (Sockserv, Option<tempfile::TempDir>) {
+    start_policy("event", transport, extra)
+}
+
+/// A sockserv under `policy` over `transport` (see [`start`]).
+fn start_policy(
+    policy: &str,
+    transport: &str,
+    extra: &[&str],
+) -> (Sockserv, Option<tempfile::TempDir>) {
     let (listen, dir) = listen_for(transport);
     let mut args = vec![
         "--transport",
@@ -31,7 +40,7 @@ fn start(transport: &str, extra: &[&str]) -> (Sockserv, Option<tempfile::TempDir
         "--listen",
         &listen,
         "--policy",
-        "event",
+        policy,
     ];
     args.extend_from_slice(extra);
     (Sockserv::start(&args), dir)
@@ -517,21 +526,15 @@ fn chat_transcript(stream: &str, policy: &str) -> Vec<String> {
     let accounts = dir.path().join("accounts");
     let mut seen = Vec::new();
     for transport in [stream, "udp"] {
-        let (listen, _ldir) = listen_for(transport);
-        let s = Sockserv::start(&[
+        let chat = [
             "--service",
             "chat",
-            "--transport",
-            transport,
-            "--listen",
-            &listen,
-            "--policy",
-            policy,
-            "--accounts",
-            accounts.to_str().unwrap(),
             "--hash-cost",
             "m=64,t=1,p=1",
-        ]);
+            "--accounts",
+        ];
+        let extra = [&chat[..], &[accounts.to_str().unwrap()]].concat();
+        let (s, _ldir) = start_policy(policy, transport, &extra);
         if transport == "udp" {
             let d = Dgram::new("udp", &s.addr);
             seen.push(
