@@ -219,7 +219,7 @@ fn a_graceful_stop_finishes_requests_in_flight_and_closes_idle_connections() {
         "--service",
         "delay",
         "--delay-ms",
-        "400",
+        "1000",
         "--threads",
         "1",
         "--control",
@@ -242,7 +242,7 @@ fn a_graceful_stop_finishes_requests_in_flight_and_closes_idle_connections() {
     let mut buf = [0u8; 8];
     assert_eq!(read_some(&mut idle, &mut buf).unwrap(), 0);
     assert!(
-        stopped_at.elapsed() < Duration::from_millis(400),
+        stopped_at.elapsed() < Duration::from_millis(800),
         "idle closed late"
     );
     for (i, c) in busy.iter_mut().enumerate() {
@@ -256,7 +256,7 @@ fn a_graceful_stop_finishes_requests_in_flight_and_closes_idle_connections() {
     }
     let status = s.wait_exit(LIMIT).expect("sockserv did not exit");
     assert!(status.success(), "{status:?}");
-    assert!(stopped_at.elapsed() < Duration::from_secs(5));
+    assert!(stopped_at.elapsed() < Duration::from_secs(6));
 }
 
 /// A total from `sockserv status --json --control PATH`.
@@ -292,7 +292,7 @@ fn delay_timers_run_concurrently_on_one_loop() {
     assert!(took >= Duration::from_millis(100), "{took:?}");
     // N x 100 ms would be 4 s
     assert!(
-        took < Duration::from_millis(1000),
+        took < Duration::from_millis(2000),
         "timers ran one after another: {took:?}"
     );
 }
