@@ -52,6 +52,10 @@ fn config(a: &Args) -> Result<ServeConfig, String> {
             block_on_close: true,
             max_threads: a.max_threads as usize,
         },
+        "event" => match threads {
+            Some(threads) => Policy::Event { threads },
+            None => Policy::event_default(),
+        },
         _ => match (Policy::pool_default(), threads) {
             (Policy::Pool { threads: t, .. }, None) => Policy::Pool {
                 threads: t,

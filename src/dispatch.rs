@@ -130,7 +130,7 @@ impl Dispatch {
 
     /// Reports a failed request through the hooks, never letting a panic
     /// in a user's `handle_error` escape.
-    fn report(&self, peer: &Address, err: &RequestError) {
+    pub(crate) fn report(&self, peer: &Address, err: &RequestError) {
         crate::stats::Slot::add(&self.ctx.stats.errors);
         let _ = catch_unwind(AssertUnwindSafe(|| {
             self.hooks.handle_error(peer, err, &self.log)
@@ -158,7 +158,7 @@ pub(crate) fn is_disconnect(e: &io::Error) -> bool {
     )
 }
 
-fn panic_message(payload: &(dyn Any + Send)) -> String {
+pub(crate) fn panic_message(payload: &(dyn Any + Send)) -> String {
     if let Some(s) = payload.downcast_ref::<&str>() {
         (*s).to_string()
     } else if let Some(s) = payload.downcast_ref::<String>() {

@@ -6,10 +6,12 @@
 //!              +----------------------------------------------+
 //!   transport  | Tcp (v4/v6)  Udp  UnixStream  UnixDgram      |  Transport + Address
 //!              +----------------------------------------------+
-//!   policy     | Sync   Fork   Thread   Pool                  |  Policy (run time)
+//!   policy     | Sync   Fork   Thread   Pool   Event          |  Policy (run time)
 //!              +----------------------------------------------+
 //!   handler    | setup -> handle -> finish                    |  Handler / StreamHandler /
-//!              +----------------------------------------------+  DatagramHandler
+//!              |                                              |  DatagramHandler
+//!              | bytes in -> replies + next (event loops)     |  MessageHandler
+//!              +----------------------------------------------+
 //!   supervisor | master + workers, restarts, signals          |  supervisor::Supervisor
 //!              +----------------------------------------------+
 //! ```
@@ -21,13 +23,17 @@
 //! | `ForkingMixIn`                 | `Policy::Fork { max_children, block_on_close }` |
 //! | `ThreadingMixIn`               | `Policy::Thread { daemon, block_on_close, max_threads }` |
 //! | (none)                         | `Policy::Pool { threads, queue }`             |
+//! | (none; nginx's model)          | `Policy::Event { threads }`                   |
 //! | `BaseRequestHandler`           | [`Handler`] (any transport)                   |
 //! | `StreamRequestHandler`         | [`StreamHandler`] over a [`StreamRequest`] (`Read`, `Write`, `reader()`) |
 //! | `DatagramRequestHandler`       | [`DatagramHandler`] over a [`DatagramRequest`] (packet / reply) |
+//! | (none)                         | [`MessageHandler`] (bytes in, replies out; what an event loop calls), made by a [`MessageFactory`] |
 //! | overridable server methods     | [`Hooks`]                                     |
 //! | (gunicorn's arbiter)           | [`supervisor::Supervisor`]                    |
 //!
-//! Every transport works with every policy. The request chain is Python's:
+//! Every transport works with every policy. The event policy runs only
+//! message handlers (a blocking handler would stall its loop); [`messages`]
+//! serves one under the other policies too. The request chain is Python's:
 //! `handle_request` -> `get_request` -> `verify_request` ([`Hooks`]) ->
 //! `process_request` ([`Policy`]) -> `finish_request` (setup/handle/finish)
 //! -> `shutdown_request`; [`server`] spells it out.
@@ -63,7 +69,7 @@
 //! # Features
 //!
 //! With `default-features = false` the crate is the library alone: the
-//! modules above, on libc, nix, socket2, signal-hook, crossbeam-channel,
+//! modules above, on libc, nix, socket2, signal-hook, crossbeam-channel, mio,
 //! slog (with its term and JSON drains) and thiserror. `apps` (on by
 //! default) adds [`services`], the built-in services `sockserv` serves;
 //! `load` (on by default) adds `load`, the `sockload` engine.
@@ -108,7 +114,10 @@ pub mod services;
 pub use addr::{Address, Transport};
 pub use control::ShutdownHandle;
 pub use error::{Error, RequestError, Result};
-pub use handler::{datagram, stream, DatagramHandler, Handler, HandlerFactory, StreamHandler};
+pub use handler::{
+    datagram, messages, stream, DatagramHandler, Handler, HandlerFactory, MessageFactory,
+    MessageHandler, Next, Opening, Output, StreamHandler,
+};
 pub use hooks::{AllowList, DefaultHooks, Hooks};
 pub use nix::sys::signal::Signal;
 pub use policy::Policy;

@@ -43,6 +43,7 @@ pub struct ServerBuilder {
     wait_for_data: Option<Duration>,
     tcp_nodelay: bool,
     max_packet_size: usize,
+    output_limit: usize,
     hooks: Arc<dyn Hooks>,
     /// Set by the supervisor's worker: wraps whatever hooks the program
     /// chose with the worker's own (request counting, heartbeats).
@@ -78,6 +79,7 @@ impl ServerBuilder {
             wait_for_data: None,
             tcp_nodelay: true,
             max_packet_size: 8192,
+            output_limit: crate::policy::OUTPUT_LIMIT,
             hooks: Arc::new(DefaultHooks),
             layer: None,
             slot: None,
@@ -146,6 +148,13 @@ impl ServerBuilder {
     /// Largest datagram accepted (default 8192, as Python's).
     pub fn max_packet_size(mut self, n: usize) -> Self {
         self.max_packet_size = n.max(1);
+        self
+    }
+
+    /// Event policy: the most reply bytes kept for a client that does not
+    /// read them (default 1 MiB); past it the connection is closed.
+    pub fn output_limit(mut self, bytes: usize) -> Self {
+        self.output_limit = bytes.max(1);
         self
     }
 
@@ -219,6 +228,13 @@ impl ServerBuilder {
                 self.transport
             )));
         }
+        if matches!(self.policy, Policy::Event { .. }) && factory.message_factory().is_none() {
+            return Err(Error::Config(
+                "this handler cannot run under the event policy: it blocks in its reads \
+                 (setup/handle/finish); serve a MessageFactory (see handler::messages)"
+                    .into(),
+            ));
+        }
         crate::sys::ignore_sigpipe().map_err(|e| Error::os("ignore SIGPIPE", e))?;
         let listener = match (self.listener, &self.address) {
             (Some(l), _) => l,
@@ -278,11 +294,18 @@ impl ServerBuilder {
                     crate::sys::set_tcp_defer_accept(fd, secs)
                         .map_err(|e| Error::socket("set TCP_DEFER_ACCEPT", &listener.address, e))?;
                 }
-                Some(Parked::new(patience))
+                // Event loops accept and wait for bytes themselves.
+                (!matches!(self.policy, Policy::Event { .. })).then(|| Parked::new(patience))
             }
             _ => None,
         };
-        let runner = Runner::new(self.policy, &dispatch, &control, Some(fd))?;
+        let runner = Runner::new(
+            self.policy,
+            &dispatch,
+            &control,
+            &listener,
+            self.output_limit,
+        )?;
         Ok(Server {
             listener: Some(listener),
             policy: self.policy,
@@ -421,7 +444,16 @@ impl Server {
     /// with [`Handled::Stopped`], once a stop was requested (by
     /// [`ShutdownHandle`] or a signal registered with it): a loop of
     /// `handle_request` calls ends on `Stopped`, as `serve_forever` does.
+    /// Under [`Policy::Event`] the loops take requests themselves: use
+    /// `serve_forever`; this returns an error.
     pub fn handle_request(&mut self) -> Result<Handled> {
+        if self.runner.owns_listener() {
+            return Err(Error::Config(
+                "handle_request serves one request; under the event policy the loops take \
+                 requests: use serve_forever"
+                    .into(),
+            ));
+        }
         self.runner.begin()?;
         let deadline = self.timeout.map(|t| Instant::now() + t);
         loop {
@@ -481,7 +513,8 @@ impl Server {
                 self.saturated();
             }
         }
-        let watch = !backing_off && !full && self.listener.is_some();
+        let watch =
+            !backing_off && !full && self.listener.is_some() && !self.runner.owns_listener();
         if self.parked.as_ref().is_some_and(|p| !p.is_empty()) {
             return self.wait_with_parked(limit, watch, full);
         }

@@ -113,7 +113,7 @@ fn sockload(transport: &str, addr: &str, requests: u64) -> u64 {
 #[test]
 fn requests_counted_equal_what_clients_got_answered_for_every_policy_and_transport() {
     for transport in ["tcp", "udp", "unix", "unix-dgram"] {
-        for policy in ["sync", "fork", "thread", "pool"] {
+        for policy in ["sync", "fork", "thread", "pool", "event"] {
             let s = Server::start(transport, &["--policy", policy, "--workers", "2"]);
             assert!(wait_until(LIMIT, || workers(s.srv.pid()).len() == 2));
             let answered = sockload(transport, &s.srv.addr, 400);
@@ -163,7 +163,7 @@ fn requests_counted_equal_what_clients_got_answered_for_every_policy_and_transpo
 
 #[test]
 fn in_flight_is_the_held_connections_and_under_fork_the_children() {
-    for policy in ["fork", "thread"] {
+    for policy in ["fork", "thread", "event"] {
         let s = Server::start("tcp", &["--policy", policy, "--workers", "2"]);
         let mut held = Vec::new();
         for i in 0..3 {
@@ -180,11 +180,19 @@ fn in_flight_is_the_held_connections_and_under_fork_the_children() {
         let st = s.status();
         let ws = st["workers"].as_array().unwrap();
         let sum = |k: &str| ws.iter().map(|w| w[k].as_u64().unwrap()).sum::<u64>();
-        if policy == "fork" {
-            assert_eq!(sum("children"), 3, "{st}");
-        } else {
-            assert_eq!(sum("children"), 0, "{st}");
-            assert!(sum("threads") >= 2 + 3, "{st}");
+        match policy {
+            "fork" => assert_eq!(sum("children"), 3, "{st}"),
+            // each worker: its serving thread and one loop per CPU, held
+            // connections or not
+            "event" => {
+                let cpus = std::thread::available_parallelism().unwrap().get() as u64;
+                assert_eq!(sum("children"), 0, "{st}");
+                assert_eq!(sum("threads"), 2 * (1 + cpus), "{st}");
+            }
+            _ => {
+                assert_eq!(sum("children"), 0, "{st}");
+                assert!(sum("threads") >= 2 + 3, "{st}");
+            }
         }
         assert!(
             sum("pss_kib") > 0 && sum("rss_kib") >= sum("pss_kib"),
@@ -250,31 +258,33 @@ fn a_killed_workers_counts_survive_it_and_it_counts_as_a_restart() {
 
 #[test]
 fn rejected_clients_and_truncated_datagrams_are_counted() {
-    let s = Server::start("tcp", &["--allow", "10.0.0.0/8"]);
-    let mut c = Conn::connect("tcp", &s.srv.addr).unwrap();
-    c.set_timeout(Some(LIMIT));
-    let mut buf = [0u8; 8];
-    let _ = c.write_all(b"x\n");
-    let _ = c.read(&mut buf); // closed unanswered
-    assert_eq!(s.wait_total("rejected", 1), 1);
-    assert_eq!(s.total("requests"), 0);
+    for policy in ["thread", "event"] {
+        let s = Server::start("tcp", &["--allow", "10.0.0.0/8", "--policy", policy]);
+        let mut c = Conn::connect("tcp", &s.srv.addr).unwrap();
+        c.set_timeout(Some(LIMIT));
+        let mut buf = [0u8; 8];
+        let _ = c.write_all(b"x\n");
+        let _ = c.read(&mut buf); // closed unanswered
+        assert_eq!(s.wait_total("rejected", 1), 1, "{policy}");
+        assert_eq!(s.total("requests"), 0, "{policy}");
 
-    let u = Server::start("udp", &["--max-packet-size", "16"]);
-    let d = Dgram::new("udp", &u.srv.addr);
-    d.send(&[b'a'; 100]).unwrap();
-    d.send(&[b'a'; 100]).unwrap();
-    assert_eq!(u.wait_total("truncated_datagrams", 2), 2);
-    assert_eq!(common::dgram_request(&d, b"short", "udp"), b"short");
-    assert_eq!(u.wait_total("requests", 1), 1);
-    let m = common::scrape(&common::metrics_addr(&s.srv));
-    assert_eq!(m["sockserv_rejected_total"], 1.0);
-    assert!(m["sockserv_listen_queue_limit"] > 0.0, "TCP has a queue");
-    let m = common::scrape(&common::metrics_addr(&u.srv));
-    assert_eq!(m["sockserv_truncated_datagrams_total"], 2.0);
-    assert!(
-        !m.contains_key("sockserv_listen_queue_length"),
-        "UDP has none"
-    );
+        let u = Server::start("udp", &["--max-packet-size", "16", "--policy", policy]);
+        let d = Dgram::new("udp", &u.srv.addr);
+        d.send(&[b'a'; 100]).unwrap();
+        d.send(&[b'a'; 100]).unwrap();
+        assert_eq!(u.wait_total("truncated_datagrams", 2), 2, "{policy}");
+        assert_eq!(common::dgram_request(&d, b"short", "udp"), b"short");
+        assert_eq!(u.wait_total("requests", 1), 1, "{policy}");
+        let m = common::scrape(&common::metrics_addr(&s.srv));
+        assert_eq!(m["sockserv_rejected_total"], 1.0, "{policy}");
+        assert!(m["sockserv_listen_queue_limit"] > 0.0, "TCP has a queue");
+        let m = common::scrape(&common::metrics_addr(&u.srv));
+        assert_eq!(m["sockserv_truncated_datagrams_total"], 2.0, "{policy}");
+        assert!(
+            !m.contains_key("sockserv_listen_queue_length"),
+            "UDP has none"
+        );
+    }
 }
 
 #[test]
@@ -412,7 +422,7 @@ fn status_without_a_server_names_the_socket_and_exits_1() {
 
 #[test]
 fn without_a_supervisor_status_counts_too_and_the_stop_line_is_right() {
-    for policy in ["fork", "thread", "sync"] {
+    for policy in ["fork", "thread", "sync", "event"] {
         let s = Server::start("tcp", &["--policy", policy, "--no-supervisor"]);
         let answered = sockload("tcp", &s.srv.addr, 300);
         assert_eq!(s.wait_total("requests", answered), answered, "{policy}");

@@ -23,7 +23,7 @@ pub const MAX_SECONDS: f64 = 30.0 * 86_400.0;
 
 /// Serve echo, upper, time, discard, delay, cpu, a chat room or a file
 /// service over TCP, UDP or Unix sockets, one request at a time, a process
-/// or a thread per request, or from a thread pool.
+/// or a thread per request, from a thread pool, or from event loops.
 #[derive(Parser, Debug)]
 #[command(
     name = "sockserv",
@@ -43,9 +43,9 @@ pub struct Args {
     /// /tmp/sockserv.sock and /tmp/sockserv-dgram.sock].
     #[arg(short = 'l', long, env = "SOCKSERV_LISTEN")]
     pub listen: Option<String>,
-    /// sync, fork, thread or pool.
+    /// sync, fork, thread, pool or event.
     #[arg(short = 'p', long, default_value = "thread", env = "SOCKSERV_POLICY",
-          value_parser = ["sync", "fork", "thread", "pool"])]
+          value_parser = ["sync", "fork", "thread", "pool", "event"])]
     pub policy: String,
     /// echo, upper, time, discard, delay, cpu, chat or files.
     #[arg(short = 's', long, default_value = "echo", env = "SOCKSERV_SERVICE",
@@ -61,7 +61,8 @@ pub struct Args {
     #[arg(long, default_value_t = 1024, env = "SOCKSERV_MAX_THREADS",
           value_parser = cli::count(1, MAX_CONCURRENCY))]
     pub max_threads: u64,
-    /// Pool policy: worker threads, 1 to 65536 [default: 4 per CPU].
+    /// Pool policy: worker threads, 1 to 65536 [default: 4 per CPU]; event
+    /// policy: event loop threads [default: one per CPU].
     #[arg(long, env = "SOCKSERV_THREADS", value_parser = cli::count(1, MAX_CONCURRENCY))]
     pub threads: Option<u64>,
     /// Pool policy: requests that may wait for a thread, 1 to 65536

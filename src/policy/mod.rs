@@ -2,24 +2,28 @@
 //!
 //! This is the one module that forks or spawns threads per request, and
 //! the one that reaps them: `fork` (a process per request) and `thread` (a
-//! thread per request, and the pool). Each runner provides Python's
+//! thread per request, and the pool). `event` is the other way round: a
+//! few threads, each an event loop serving many connections. Each runner provides Python's
 //! `process_request`, the reaping Python's `ForkingMixIn` does in
 //! `service_actions` and `handle_timeout`, and the waiting its
 //! `server_close` does.
 
+mod event;
 mod fork;
 mod thread;
 
+pub(crate) use event::{EventRunner, OUTPUT_LIMIT};
 pub(crate) use fork::{check_single_threaded, ForkRunner};
 pub(crate) use thread::{PoolRunner, ThreadRunner};
 
-use std::os::fd::RawFd;
+use std::os::fd::AsRawFd;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::control::Control;
 use crate::dispatch::Dispatch;
 use crate::error::Result;
+use crate::socket::Listener;
 use crate::stats::Slot;
 use crate::transport::Incoming;
 use crate::watch::{ConnRegistry, Watch};
@@ -63,6 +67,17 @@ pub enum Policy {
         /// Requests that may wait for a free thread.
         queue: usize,
     },
+    /// Event loops: `threads` threads, each serving many connections
+    /// without blocking, through a [`MessageHandler`](crate::MessageHandler)
+    /// (the factory must have one: see
+    /// [`HandlerFactory::message_factory`](crate::HandlerFactory::message_factory)).
+    /// Idle connections cost little more than their socket; a handler that
+    /// burns CPU or blocks stalls every connection of its loop. See the
+    /// `event` module docs for how the loops share the listener.
+    Event {
+        /// Event loop threads (at least one).
+        threads: usize,
+    },
 }
 
 impl Policy {
@@ -88,9 +103,16 @@ impl Policy {
         }
     }
 
+    /// Event loops, one per CPU.
+    pub fn event_default() -> Policy {
+        let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
+        Policy::Event { threads: cpus }
+    }
+
     /// The name used on the command line.
     pub fn name(&self) -> &'static str {
         match self {
+            Policy::Event { .. } => "event",
             Policy::Sync => "sync",
             Policy::Fork { .. } => "fork",
             Policy::Thread { .. } => "thread",
@@ -157,6 +179,7 @@ pub(crate) enum Runner {
     Fork(ForkRunner),
     Thread(ThreadRunner),
     Pool(PoolRunner),
+    Event(EventRunner),
 }
 
 impl Runner {
@@ -164,8 +187,10 @@ impl Runner {
         policy: Policy,
         dispatch: &Dispatch,
         control: &Arc<Control>,
-        listener_fd: Option<RawFd>,
+        listener: &Listener,
+        output_limit: usize,
     ) -> Result<Runner> {
+        let listener_fd = Some(listener.socket.as_raw_fd());
         Ok(match policy {
             Policy::Sync => Runner::Sync,
             Policy::Fork {
@@ -192,6 +217,12 @@ impl Runner {
             Policy::Pool { threads, queue } => {
                 Runner::Pool(PoolRunner::new(threads.max(1), queue, dispatch, control)?)
             }
+            Policy::Event { threads } => Runner::Event(EventRunner::new(
+                threads.max(1),
+                dispatch,
+                listener,
+                output_limit,
+            )),
         })
     }
 
@@ -199,6 +230,7 @@ impl Runner {
     pub(crate) fn begin(&mut self) -> Result<()> {
         match self {
             Runner::Fork(f) => f.begin(),
+            Runner::Event(e) => e.begin(),
             Runner::Sync | Runner::Thread(_) | Runner::Pool(_) => Ok(()),
         }
     }
@@ -211,8 +243,14 @@ impl Runner {
             Runner::Fork(f) => f.children.len() < f.max_children,
             Runner::Thread(t) => t.max_threads == usize::MAX || t.inflight.get() < t.max_threads,
             Runner::Pool(p) => p.inflight.get() < p.limit,
-            Runner::Sync => true,
+            Runner::Sync | Runner::Event(_) => true,
         }
+    }
+
+    /// True when the policy's own threads take requests off the listener
+    /// (the event loops), so the serving loop must not.
+    pub(crate) fn owns_listener(&self) -> bool {
+        matches!(self, Runner::Event(_))
     }
 
     /// Python's `process_request`: run `incoming` under this policy.
@@ -232,6 +270,12 @@ impl Runner {
             Runner::Fork(f) => f.spawn(incoming, dispatch),
             Runner::Thread(t) => t.spawn(incoming, dispatch),
             Runner::Pool(p) => p.submit(incoming),
+            Runner::Event(_) => {
+                drop(incoming);
+                Err(crate::error::Error::Config(
+                    "the event policy's loops take their own requests".into(),
+                ))
+            }
         }
     }
 
@@ -239,7 +283,7 @@ impl Runner {
     pub(crate) fn reap(&mut self, dispatch: &Dispatch) {
         match self {
             Runner::Fork(f) => f.reap(dispatch),
-            Runner::Sync | Runner::Thread(_) | Runner::Pool(_) => {}
+            Runner::Sync | Runner::Thread(_) | Runner::Pool(_) | Runner::Event(_) => {}
         }
     }
 
@@ -248,7 +292,7 @@ impl Runner {
     pub(crate) fn event_fd(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
         match self {
             Runner::Fork(f) => Some(f.event_fd()),
-            Runner::Sync | Runner::Thread(_) | Runner::Pool(_) => None,
+            Runner::Sync | Runner::Thread(_) | Runner::Pool(_) | Runner::Event(_) => None,
         }
     }
 
@@ -259,6 +303,7 @@ impl Runner {
             Runner::Fork(f) => f.children.len(),
             Runner::Thread(t) => t.inflight.get(),
             Runner::Pool(p) => p.inflight.get(),
+            Runner::Event(e) => e.active(),
         }
     }
 
@@ -273,6 +318,7 @@ impl Runner {
             Runner::Fork(f) => f.close(graceful, deadline, dispatch),
             Runner::Thread(t) => t.close(graceful, deadline),
             Runner::Pool(p) => p.close(graceful, deadline),
+            Runner::Event(e) => e.close(graceful, deadline),
         }
     }
 }

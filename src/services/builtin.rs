@@ -81,6 +81,20 @@ impl Service for Builtin {
         true
     }
 
+    fn delay(&self) -> Option<Duration> {
+        match *self {
+            Builtin::Delay(d) => Some(d),
+            _ => None,
+        }
+    }
+
+    fn respond_undelayed(&self, input: &[u8], stream: bool, out: &mut Vec<u8>) {
+        match *self {
+            Builtin::Delay(_) => out.extend_from_slice(input),
+            _ => self.respond(input, stream, out),
+        }
+    }
+
     fn respond(&self, input: &[u8], stream: bool, out: &mut Vec<u8>) {
         match *self {
             Builtin::Echo => out.extend_from_slice(input),

@@ -105,6 +105,9 @@ impl ServeConfig {
                     self.transport
                 )))
             }
+            ServiceKind::Files(_) if matches!(self.policy, Policy::Event { .. }) => {
+                return Err(Error::Config(crate::services::files::EVENT_REFUSAL.into()))
+            }
             ServiceKind::Files(f) => f.check().map_err(Error::Config)?,
         }
         Ok(())
@@ -222,12 +225,27 @@ impl Service for AbortOn {
     }
 
     fn respond(&self, input: &[u8], stream: bool, out: &mut Vec<u8>) {
+        self.check(input);
+        self.inner.respond(input, stream, out);
+    }
+
+    fn delay(&self) -> Option<Duration> {
+        self.inner.delay()
+    }
+
+    fn respond_undelayed(&self, input: &[u8], stream: bool, out: &mut Vec<u8>) {
+        self.check(input);
+        self.inner.respond_undelayed(input, stream, out);
+    }
+}
+
+impl AbortOn {
+    fn check(&self, input: &[u8]) {
         if !self.needle.is_empty() && input.windows(self.needle.len()).any(|w| w == self.needle) {
             // A deliberate crash needs no core file.
             let _ = nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_CORE, 0, 0);
             std::process::abort();
         }
-        self.inner.respond(input, stream, out);
     }
 }
 

@@ -3,7 +3,9 @@
 //! A [`Service`] maps one request to one reply. [`ServiceFactory`] serves
 //! it as a [`Handler`]: over a stream, each read (or each line, for line
 //! services) is one request; over datagrams, each packet is one.
-//! [`ServeConfig`] is what `sockserv` serves, turned into a server.
+//! [`ServeConfig`] is what `sockserv` serves, turned into a server. Under
+//! the event policy the factory serves each service as a message handler
+//! instead (`delay` then waits on the loop's timer, not in a sleep).
 //!
 //! [`accounts`] is not a service: it holds what [`chat`] and [`files`]
 //! share (the accounts file, credentials, password limits, name and text
@@ -13,6 +15,7 @@ pub mod accounts;
 mod builtin;
 pub mod chat;
 mod config;
+mod event;
 pub mod files;
 mod time;
 
@@ -65,6 +68,20 @@ pub trait Service: Send + Sync + 'static {
     fn respond_in_place(&self, _buf: &mut [u8]) -> bool {
         false
     }
+
+    /// How long the service waits before each reply (`delay`). Under the
+    /// blocking policies `respond` sleeps it; an event loop sets a timer
+    /// instead and then calls [`respond_undelayed`](Service::respond_undelayed).
+    /// Default: no wait.
+    fn delay(&self) -> Option<std::time::Duration> {
+        None
+    }
+
+    /// `respond` without its wait (see [`delay`](Service::delay)).
+    /// Default: `respond`.
+    fn respond_undelayed(&self, input: &[u8], stream: bool, out: &mut Vec<u8>) {
+        self.respond(input, stream, out);
+    }
 }
 
 /// Serves each request with one shared service. It lends the service to
@@ -85,6 +102,12 @@ impl HandlerFactory for ServiceFactory {
     #[link_section = child_text!()]
     fn serve(&self, request: &mut Request) -> io::Result<()> {
         run_handler(&mut Serving(&*self.service), request)
+    }
+
+    /// Under the event policy the same service runs as a message handler
+    /// (see `services::event`).
+    fn message_factory(&self) -> Option<&dyn crate::handler::MessageFactory> {
+        Some(self)
     }
 }
 

@@ -13,7 +13,7 @@ use super::room::{lock, Outlet, SessionId, StreamOutlet, MAX_DATAGRAM_SESSIONS};
 use super::{Chat, WELCOME};
 
 /// The longest line read, with room for `\r\n`.
-const LINE_LIMIT: usize = MAX_LINE + 2;
+pub(super) const LINE_LIMIT: usize = MAX_LINE + 2;
 
 /// Serves one connection, or one datagram, of a chat room.
 pub struct ChatHandler {
@@ -89,10 +89,30 @@ fn skip_line(s: &mut StreamRequest) -> io::Result<()> {
 }
 
 fn serve_datagram(chat: &Chat, d: &mut DatagramRequest) {
-    if matches!(d.peer(), Address::Unnamed) {
+    let (socket, to, peer) = (
+        Arc::clone(d.socket()),
+        d.reply_addr().clone(),
+        d.peer().clone(),
+    );
+    let mut reply = std::mem::take(&mut d.reply);
+    datagram_reply(chat, &peer, &socket, &to, &d.packet, &mut reply);
+    d.reply = reply;
+}
+
+/// One datagram of the session of `peer` (made on its first datagram):
+/// appends the reply (with the greeting, for a new session) to `reply`.
+pub(super) fn datagram_reply(
+    chat: &Chat,
+    peer: &Address,
+    socket: &Arc<socket2::Socket>,
+    to: &socket2::SockAddr,
+    packet: &[u8],
+    reply: &mut Vec<u8>,
+) {
+    if matches!(peer, Address::Unnamed) {
         return; // An unbound Unix client cannot be answered.
     }
-    let addr = d.peer().to_string();
+    let addr = peer.to_string();
     let now = Instant::now();
     let ttl = chat.cfg.session_timeout;
     let (id, new) = {
@@ -100,31 +120,30 @@ fn serve_datagram(chat: &Chat, d: &mut DatagramRequest) {
         match sessions.touch_datagram(&addr, now, ttl) {
             Some(id) => (id, false),
             None if sessions.datagram_count() >= MAX_DATAGRAM_SESSIONS => {
-                d.reply
-                    .extend_from_slice(b"error: too many sessions; try again later\n");
+                reply.extend_from_slice(b"error: too many sessions; try again later\n");
                 return;
             }
             None => {
                 let outlet = Outlet::Datagram {
-                    socket: Arc::clone(d.socket()),
-                    to: d.reply_addr().clone(),
+                    socket: Arc::clone(socket),
+                    to: to.clone(),
                 };
-                let client = client_key(d.peer(), None);
+                let client = client_key(peer, None);
                 (sessions.add(outlet, client, Some(addr)), true)
             }
         }
     };
     if new {
-        d.reply.extend_from_slice(WELCOME.as_bytes());
+        reply.extend_from_slice(WELCOME.as_bytes());
     }
-    let out = if d.packet.len() > LINE_LIMIT {
+    let out = if packet.len() > LINE_LIMIT {
         super::Outcome::line(format!(
             "error: line longer than {MAX_LINE} bytes; nothing was sent"
         ))
     } else {
-        chat.handle_line(id, &d.packet)
+        chat.handle_line(id, packet)
     };
-    d.reply.extend_from_slice(out.reply.as_bytes());
+    reply.extend_from_slice(out.reply.as_bytes());
     if out.quit {
         lock(&chat.sessions).remove(id);
     }
@@ -132,7 +151,7 @@ fn serve_datagram(chat: &Chat, d: &mut DatagramRequest) {
 
 /// The rate-limit key of a client: its IP address (any port), the uid of
 /// a local stream peer, or its socket path.
-fn client_key(peer: &Address, socket: Option<&socket2::Socket>) -> String {
+pub(super) fn client_key(peer: &Address, socket: Option<&socket2::Socket>) -> String {
     use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
     match peer {
         Address::Inet(sa) => format!("addr:{}", sa.ip()),

@@ -12,7 +12,7 @@
 //! reply line ends with `\n`; over datagrams each reply is one datagram.
 //!
 //! The room is memory shared by all sessions, so it needs one address
-//! space: chat runs under sync, thread and pool, and refuses fork (each
+//! space: chat runs under sync, thread, pool and event, and refuses fork (each
 //! child would have its own empty room) and more than one supervisor
 //! worker (see [`FORK_REFUSAL`]). Under sync over a stream transport only
 //! one client is served at a time; use thread or pool there.
@@ -23,6 +23,7 @@
 pub mod client;
 pub mod colour;
 mod commands;
+mod event;
 mod handler;
 pub mod parse;
 pub mod ratelimit;
@@ -35,6 +36,7 @@ use std::time::Duration;
 
 use slog::Logger;
 
+pub use event::ChatFactory;
 pub use handler::ChatHandler;
 
 use crate::services::accounts::{Accounts, KdfParams};
@@ -89,10 +91,9 @@ impl Chat {
     }
 
     /// A handler factory for `ServerBuilder::build`: every handler shares
-    /// this room.
-    pub fn factory(self: &Arc<Chat>) -> impl Fn() -> ChatHandler + Send + Sync {
-        let chat = Arc::clone(self);
-        move || ChatHandler::new(Arc::clone(&chat))
+    /// this room, under any policy but fork (event included).
+    pub fn factory(self: &Arc<Chat>) -> ChatFactory {
+        ChatFactory(Arc::clone(self))
     }
 }
 

@@ -45,6 +45,11 @@ use crate::services::accounts::password::{password_ok, MAX_PASSWORD, MIN_PASSWOR
 use crate::services::accounts::text::check_name;
 use crate::services::accounts::{Account, Accounts, Credential, KdfParams, UpdateError};
 
+/// Why files refuses the event policy (printed by `sockserv` as is).
+pub const EVENT_REFUSAL: &str =
+    "--service files reads and writes whole files from disk inside each request, which would \
+     stall every connection of an event loop; use --policy thread, pool, fork or sync";
+
 /// The protocol's name and version, sent in the hello.
 pub const PROTOCOL: &str = "sockfiles/1";
 

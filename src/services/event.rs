@@ -1,0 +1,141 @@
+//! The built-in services as message handlers, for the event policy: the
+//! same [`Service`] replies, cut the same way (each read one request, or
+//! each line for line services; each datagram one request), with `delay`
+//! waiting on the loop's timer instead of sleeping.
+
+use std::io;
+use std::sync::Arc;
+
+use super::{Framing, Service, ServiceFactory, MAX_LINE};
+use crate::handler::{MessageFactory, MessageHandler, Next, Opening, Output};
+
+impl MessageFactory for ServiceFactory {
+    fn open(
+        &self,
+        opening: &Opening<'_>,
+        _out: &mut Output,
+    ) -> io::Result<Box<dyn MessageHandler>> {
+        Ok(Box::new(ServiceConn {
+            service: Arc::clone(&self.service),
+            stream: opening.is_stream(),
+            held: Vec::new(),
+        }))
+    }
+}
+
+/// One connection's (or datagram's) handler.
+struct ServiceConn {
+    service: Arc<dyn Service>,
+    stream: bool,
+    /// The start of a line not finished yet (line services), or the
+    /// request a delay holds; empty, and unallocated, otherwise.
+    held: Vec<u8>,
+}
+
+impl MessageHandler for ServiceConn {
+    fn data(&mut self, input: &[u8], out: &mut Output) -> io::Result<Next> {
+        if let Some(wait) = self.service.delay() {
+            self.held.extend_from_slice(input);
+            return Ok(Next::Wait(wait));
+        }
+        if self.stream && self.service.framing() == Framing::Line {
+            return Ok(self.lines(input, out));
+        }
+        out.reply_with(|b| self.service.respond(input, self.stream, b));
+        Ok(Next::Read)
+    }
+
+    fn timer(&mut self, out: &mut Output) -> io::Result<Next> {
+        let held = std::mem::take(&mut self.held);
+        out.reply_with(|b| self.service.respond_undelayed(&held, self.stream, b));
+        Ok(Next::Read)
+    }
+}
+
+impl ServiceConn {
+    /// Each complete line is one request; the rest waits for its `\n`. A
+    /// line longer than [`MAX_LINE`] gets an error and the connection is
+    /// closed, as under the other policies.
+    fn lines(&mut self, input: &[u8], out: &mut Output) -> Next {
+        let mut rest = input;
+        while let Some(i) = rest.iter().position(|&b| b == b'\n') {
+            let (line, after) = rest.split_at(i + 1);
+            rest = after;
+            if self.held.len() + line.len() > MAX_LINE {
+                return too_long(out);
+            }
+            if self.held.is_empty() {
+                out.reply_with(|b| self.service.respond(line, true, b));
+            } else {
+                self.held.extend_from_slice(line);
+                let whole = std::mem::take(&mut self.held);
+                out.reply_with(|b| self.service.respond(&whole, true, b));
+            }
+        }
+        self.held.extend_from_slice(rest);
+        if self.held.len() >= MAX_LINE {
+            return too_long(out);
+        }
+        Next::Read
+    }
+}
+
+fn too_long(out: &mut Output) -> Next {
+    out.send(format!("error: line longer than {MAX_LINE} bytes\n").as_bytes());
+    Next::Close
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::services::Builtin;
+    use std::time::Duration;
+
+    fn conn(service: Builtin, stream: bool) -> ServiceConn {
+        ServiceConn {
+            service: Arc::new(service),
+            stream,
+            held: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_line_in_pieces_is_one_request_and_two_lines_in_one_read_are_two() {
+        let mut c = conn(Builtin::Time, true);
+        let mut out = Output::default();
+        assert_eq!(c.data(b"%Y", &mut out).unwrap(), Next::Read);
+        assert_eq!(out.replies(), 0);
+        c.data(b"\n%H\n", &mut out).unwrap();
+        let replies: Vec<&[u8]> = out.iter().collect();
+        assert_eq!(replies.len(), 2, "{replies:?}");
+        assert_eq!(replies[0].len(), 5, "a year and a newline: {replies:?}");
+        assert!(c.held.is_empty() && c.held.capacity() == 0);
+    }
+
+    #[test]
+    fn an_over_long_line_gets_the_error_and_closes() {
+        let mut c = conn(Builtin::Time, true);
+        let mut out = Output::default();
+        let next = c.data(&vec![b'%'; MAX_LINE + 1], &mut out).unwrap();
+        assert_eq!(next, Next::Close);
+        assert!(out.bytes().starts_with(b"error: line longer than"));
+    }
+
+    #[test]
+    fn delay_waits_on_a_timer_then_echoes_what_it_held() {
+        let mut c = conn(Builtin::Delay(Duration::from_secs(5)), true);
+        let mut out = Output::default();
+        let started = std::time::Instant::now();
+        assert_eq!(
+            c.data(b"later", &mut out).unwrap(),
+            Next::Wait(Duration::from_secs(5))
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "data() must not sleep"
+        );
+        assert_eq!(out.replies(), 0);
+        assert_eq!(c.timer(&mut out).unwrap(), Next::Read);
+        assert_eq!(out.bytes(), b"later");
+    }
+}
