@@ -8,34 +8,48 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::time::Duration;
 
 use common::{
-    group_members, missing_tool, netns_refused, netns_with_prefix, read_json, script, sockload_bin,
-    sockserv_bin, wait_child, wait_until,
+    group_members, missing_tool, netns_refused, netns_with_prefix, read_json, sockload_bin,
+    sockserv_bin, spawn_script, wait_child, wait_until,
 };
 
 const CLIENTS: usize = 3;
 
-/// Why the test cannot run here, if it cannot.
-fn skip_reason() -> Option<String> {
-    missing_tool(&["jq", "setsid"]).or_else(netns_refused)
-}
-
-fn start(out: &Path, duration: &str) -> Child {
-    Command::new("bash")
-        .arg(script("multihost.sh"))
-        .args(["--netns", &CLIENTS.to_string(), "--duration", duration])
-        .args(["--connections", "2", "--workers", "2", "--policy", "thread"])
-        .args(["--sockserv", sockserv_bin(), "--sockload", sockload_bin()])
-        .arg("--out")
-        .arg(out)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn scripts/multihost.sh")
+/// Starts the script with 3 client namespaces, unless this box refuses
+/// namespaces (then says so and returns None).
+fn start(duration: &str) -> Option<(tempfile::TempDir, Child)> {
+    if let Some(why) = missing_tool(&["jq", "setsid"]).or_else(netns_refused) {
+        eprintln!("skipped: multihost --netns needs network namespaces here: {why}");
+        return None;
+    }
+    let out = tempfile::tempdir().unwrap();
+    let clients = CLIENTS.to_string();
+    let dir = out.path().to_str().unwrap();
+    let child = spawn_script(
+        "multihost.sh",
+        &[
+            "--netns",
+            &clients,
+            "--duration",
+            duration,
+            "--connections",
+            "2",
+            "--workers",
+            "2",
+            "--policy",
+            "thread",
+            "--sockserv",
+            sockserv_bin(),
+            "--sockload",
+            sockload_bin(),
+            "--out",
+            dir,
+        ],
+    );
+    Some((out, child))
 }
 
 /// The process groups the script recorded starting.
@@ -71,12 +85,9 @@ fn u64_at(v: &serde_json::Value, path: &str) -> u64 {
 
 #[test]
 fn netns_merge_counts_what_the_runs_and_the_server_counted() {
-    if let Some(why) = skip_reason() {
-        eprintln!("skipped: multihost --netns needs network namespaces here: {why}");
+    let Some((out, mut child)) = start("2s") else {
         return;
-    }
-    let out = tempfile::tempdir().unwrap();
-    let mut child = start(out.path(), "2s");
+    };
     let pid = child.id();
     let status = wait_child(&mut child, Duration::from_secs(30));
     let output = child.wait_with_output().unwrap();
@@ -120,12 +131,9 @@ fn netns_merge_counts_what_the_runs_and_the_server_counted() {
 
 #[test]
 fn netns_ctrl_c_tears_down_every_namespace_and_process() {
-    if let Some(why) = skip_reason() {
-        eprintln!("skipped: multihost --netns needs network namespaces here: {why}");
+    let Some((out, mut child)) = start("60s") else {
         return;
-    }
-    let out = tempfile::tempdir().unwrap();
-    let mut child = start(out.path(), "60s");
+    };
     let pid = child.id();
     // The server and every load host run: one recorded group each.
     let running = wait_until(Duration::from_secs(15), || {

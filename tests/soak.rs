@@ -8,23 +8,17 @@
 
 mod common;
 
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::time::Duration;
 
-use common::{missing_tool, script, sockload_bin, sockserv_bin, wait_child};
+use common::{missing_tool, sockload_bin, sockserv_bin, spawn_script, wait_child};
 
 const POLICIES: [&str; 4] = ["sync", "fork", "thread", "pool"];
 
 fn start(policy: &str) -> Child {
-    Command::new("bash")
-        .arg(script("soak.sh"))
-        .args(["2.5", "--policies", policy, "--rate", "200"])
-        .args(["--sockserv", sockserv_bin(), "--sockload", sockload_bin()])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn scripts/soak.sh")
+    let args = ["2.5", "--policies", policy, "--rate", "200"];
+    let bins = ["--sockserv", sockserv_bin(), "--sockload", sockload_bin()];
+    spawn_script("soak.sh", &[&args[..], &bins[..]].concat())
 }
 
 fn field(v: &serde_json::Value, path: &str) -> u64 {

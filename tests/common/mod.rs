@@ -664,6 +664,18 @@ pub fn script(name: &str) -> PathBuf {
         .join(name)
 }
 
+/// Starts `bash scripts/NAME ARGS` with stdout and stderr piped.
+pub fn spawn_script(name: &str, args: &[&str]) -> Child {
+    Command::new("bash")
+        .arg(script(name))
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn scripts/{name}: {e}"))
+}
+
 /// Why a test that needs `tools` on PATH cannot run, if one is missing.
 pub fn missing_tool(tools: &[&str]) -> Option<String> {
     tools
