@@ -12,8 +12,8 @@ use std::process::Child;
 use std::time::Duration;
 
 use common::{
-    group_members, missing_tool, netns_refused, netns_with_prefix, read_json, sockload_bin,
-    sockserv_bin, spawn_script, wait_child, wait_until,
+    group_members, json_u64, missing_tool, netns_refused, netns_with_prefix, read_json,
+    sockload_bin, sockserv_bin, spawn_script, wait_child, wait_until,
 };
 
 const CLIENTS: usize = 3;
@@ -77,12 +77,6 @@ fn assert_torn_down(script_pid: u32, out: &Path) {
     }
 }
 
-fn u64_at(v: &serde_json::Value, path: &str) -> u64 {
-    v.pointer(path)
-        .and_then(|x| x.as_u64())
-        .unwrap_or_else(|| panic!("no integer at {path} in {v}"))
-}
-
 #[test]
 fn netns_merge_counts_what_the_runs_and_the_server_counted() {
     let Some((out, mut child)) = start("2s") else {
@@ -105,13 +99,16 @@ fn netns_merge_counts_what_the_runs_and_the_server_counted() {
     let merged = read_json(&out.path().join("merged.json"));
     let server = read_json(&out.path().join("server-status.json"));
     for run in &runs {
-        assert!(u64_at(run, "/requests_ok") > 0, "a run got nothing: {run}");
-        assert_eq!(u64_at(run, "/errors_total"), 0, "{run}");
+        assert!(
+            json_u64(run, "/requests_ok") > 0,
+            "a run got nothing: {run}"
+        );
+        assert_eq!(json_u64(run, "/errors_total"), 0, "{run}");
     }
-    let sum: u64 = runs.iter().map(|r| u64_at(r, "/requests_total")).sum();
-    assert_eq!(u64_at(&merged, "/runs"), CLIENTS as u64, "{merged}");
-    assert_eq!(u64_at(&merged, "/requests_total"), sum, "{said}");
-    assert_eq!(u64_at(&server, "/totals/requests"), sum, "{server}");
+    let sum: u64 = runs.iter().map(|r| json_u64(r, "/requests_total")).sum();
+    assert_eq!(json_u64(&merged, "/runs"), CLIENTS as u64, "{merged}");
+    assert_eq!(json_u64(&merged, "/requests_total"), sum, "{said}");
+    assert_eq!(json_u64(&server, "/totals/requests"), sum, "{server}");
     // The rate of concurrent runs is their sum.
     let rate = |v: &serde_json::Value| v["requests_per_s"].as_f64().unwrap();
     let rates: f64 = runs.iter().map(rate).sum();
@@ -119,8 +116,8 @@ fn netns_merge_counts_what_the_runs_and_the_server_counted() {
     // Each merged percentile lies within the runs' range of it.
     for p in ["min_us", "p50_us", "p90_us", "p99_us", "p999_us", "max_us"] {
         let at = format!("/latency/{p}");
-        let values: Vec<u64> = runs.iter().map(|r| u64_at(r, &at)).collect();
-        let m = u64_at(&merged, &at);
+        let values: Vec<u64> = runs.iter().map(|r| json_u64(r, &at)).collect();
+        let m = json_u64(&merged, &at);
         let (lo, hi) = (*values.iter().min().unwrap(), *values.iter().max().unwrap());
         assert!(
             (lo..=hi).contains(&m),

@@ -746,6 +746,13 @@ pub fn group_members(pgid: i32) -> Vec<i32> {
         .collect()
 }
 
+/// The integer at JSON pointer `path` in `v`; panics showing `v`.
+pub fn json_u64(v: &serde_json::Value, path: &str) -> u64 {
+    v.pointer(path)
+        .and_then(|x| x.as_u64())
+        .unwrap_or_else(|| panic!("no integer at {path} in {v}"))
+}
+
 /// Reads a JSON file a script wrote; panics naming the file.
 pub fn read_json(path: &Path) -> serde_json::Value {
     let text =
