@@ -189,7 +189,8 @@ trap 'exit 143' TERM
 # Starts "$@" in its own session (so one kill reaches what it forks) in the
 # background; sets $started to its pid, which is also its process group.
 start_group() {
-    setsid "$@" &
+    # <&0: an explicit stdin, else bash gives a background command /dev/null.
+    setsid "$@" <&0 &
     started=$!
     groups+=("$started")
     echo "$started" >>"$out/pids"
@@ -206,7 +207,7 @@ remote_script() { # START_EPOCH TMPDIR
 f=\$(mktemp "$2/sockload-multihost.XXXXXX") || exit 1
 w=\$(awk -v t=$1 -v n="\$(date +%s.%N)" 'BEGIN { d = t - n; printf "%.3f", (d > 0 ? d : 0) }')
 sleep "\$w"
-$cmd"\$f"
+$cmd"\$f" </dev/null
 rc=\$?
 echo '#--- sockload --hist'
 cat "\$f"
@@ -246,7 +247,8 @@ run_everywhere() { # RUNNER-KIND
             if [ "$1" = netns ]; then
                 start_group ip netns exec "$host" sh -c "$script" >"$out/$base.out" 2>"$out/$base.err"
             else
-                start_group ssh -o BatchMode=yes -- "$host" "$script" >"$out/$base.out" 2>"$out/$base.err"
+                # The script on stdin, run by sh whatever the login shell is.
+                start_group ssh -o BatchMode=yes -- "$host" sh -s <<<"$script" >"$out/$base.out" 2>"$out/$base.err"
             fi
             pids+=("$started")
         done

@@ -179,58 +179,58 @@ in_flight_of() { # WORKER
 fd_count() { ls "/proc/$1/fd" 2>/dev/null | wc -l; }
 rss_kib() { awk '/^VmRSS:/ { print $2 }' "/proc/$1/status" 2>/dev/null; }
 
-chaos_kill_worker() {
-    trace chaos_kill_worker
-    local w
-    w=$(serving | head -1)
-    [ -n "$w" ] || { fail "no serving worker to kill"; return; }
-    local n
+# Signals a serving worker (the first or the last listed), counting what it
+# had in flight, and waits until the master has replaced it.
+strike_worker() { # head|tail SIGNAL WHAT-HAPPENED
+    local w n id
+    w=$(serving | "$1" -1)
+    [ -n "$w" ] || { fail "no serving worker to signal"; return; }
     n=$(in_flight_of "$w")
     in_flight=$((in_flight + ${n:-0}))
-    local id
     id=$(ident "$w")
-    signal_ident KILL "$id"
-    kills_worker=$((kills_worker + 1))
-    wait_for 15 gone "$id" && wait_for 15 settled || fail "worker $w: not replaced within 15 s of SIGKILL"
+    signal_ident "$2" "$id"
+    wait_for 15 gone "$id" && wait_for 15 settled || fail "worker $w: $3 and not replaced within 15 s"
     note_workers
+}
+
+chaos_kill_worker() {
+    trace chaos_kill_worker
+    kills_worker=$((kills_worker + 1))
+    strike_worker head KILL "SIGKILLed"
 }
 
 chaos_kill_child() {
     trace chaos_kill_child
-    local ws w c id until
-    ws=$(serving)
-    until=$(plus "$(now)" 2)
+    local ws w c id until looks=0 k
+    until=$(plus "$(now)" 3)
     while ! after "$until"; do
-        for w in $ws; do
-            c=$(cat /proc/"$w"/task/*/children 2>/dev/null | awk '{ print $1; exit }')
-            id=$( [ -n "$c" ] && ident "$c")
-            if [ -n "$id" ] && kill -KILL "$c" 2>/dev/null; then
+        ws=$(serving) # afresh: a worker may have just been replaced
+        # Builtin reads, no fork, many per status call: a child lives about
+        # a millisecond.
+        for k in $(seq 200); do
+            for w in $ws; do
+                c=""
+                # (no newline at the end: read fails but fills c)
+                read -r c _ 2>/dev/null <"/proc/$w/task/$w/children"
+                [ -n "$c" ] || continue
+                id=$(ident "$c") && kill -KILL "$c" 2>/dev/null || continue
                 seen+=("$id")
                 in_flight=$((in_flight + 1))
                 kills_child=$((kills_child + 1))
                 wait_for 5 gone "$id" || fail "fork child $c: still there 5 s after SIGKILL"
                 return
-            fi
+            done
         done
+        looks=$((looks + 200))
     done
     child_missed=$((child_missed + 1))
+    trace "no fork child seen in 3 s ($looks looks at workers $(echo $ws))"
 }
 
 chaos_hang_worker() {
     trace chaos_hang_worker
-    local w
-    w=$(serving | tail -1)
-    [ -n "$w" ] || { fail "no serving worker to hang"; return; }
-    local n
-    n=$(in_flight_of "$w")
-    in_flight=$((in_flight + ${n:-0}))
-    local id
-    id=$(ident "$w")
-    signal_ident STOP "$id"
     hangs=$((hangs + 1))
-    wait_for 15 gone "$id" && wait_for 15 settled ||
-        fail "worker $w: SIGSTOPped and not replaced within 15 s (--worker-timeout 1)"
-    note_workers
+    strike_worker tail STOP "SIGSTOPped (--worker-timeout 1 must kill it)"
 }
 
 chaos_scale() {
@@ -360,7 +360,7 @@ soak_policy() {
     # Quiet now: the master's last readings, zombies, then stop it.
     local m last_fds last_rss zombies workers_after
     m=$(master_pid)
-    wait_for 5 quiet || true
+    wait_for 5 quiet || trace "$policy: still in flight 5 s after the load ended: $(status | jq -c '[.totals.in_flight, [.workers[] | {pid, generation, state, in_flight}]]')"
     last_fds=$(fd_count "$m")
     last_rss=$(rss_kib "$m")
     workers_after=$(serving_count)

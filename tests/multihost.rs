@@ -8,34 +8,48 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::time::Duration;
 
 use common::{
-    group_members, missing_tool, netns_refused, netns_with_prefix, read_json, script, sockload_bin,
-    sockserv_bin, wait_child, wait_until,
+    group_members, json_u64, missing_tool, netns_refused, netns_with_prefix, read_json,
+    sockload_bin, sockserv_bin, spawn_script, wait_child, wait_until,
 };
 
 const CLIENTS: usize = 3;
 
-/// Why the test cannot run here, if it cannot.
-fn skip_reason() -> Option<String> {
-    missing_tool(&["jq", "setsid"]).or_else(netns_refused)
-}
-
-fn start(out: &Path, duration: &str) -> Child {
-    Command::new("bash")
-        .arg(script("multihost.sh"))
-        .args(["--netns", &CLIENTS.to_string(), "--duration", duration])
-        .args(["--connections", "2", "--workers", "2", "--policy", "thread"])
-        .args(["--sockserv", sockserv_bin(), "--sockload", sockload_bin()])
-        .arg("--out")
-        .arg(out)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn scripts/multihost.sh")
+/// Starts the script with 3 client namespaces, unless this box refuses
+/// namespaces (then says so and returns None).
+fn start(duration: &str) -> Option<(tempfile::TempDir, Child)> {
+    if let Some(why) = missing_tool(&["jq", "setsid"]).or_else(netns_refused) {
+        eprintln!("skipped: multihost --netns needs network namespaces here: {why}");
+        return None;
+    }
+    let out = tempfile::tempdir().unwrap();
+    let clients = CLIENTS.to_string();
+    let dir = out.path().to_str().unwrap();
+    let child = spawn_script(
+        "multihost.sh",
+        &[
+            "--netns",
+            &clients,
+            "--duration",
+            duration,
+            "--connections",
+            "2",
+            "--workers",
+            "2",
+            "--policy",
+            "thread",
+            "--sockserv",
+            sockserv_bin(),
+            "--sockload",
+            sockload_bin(),
+            "--out",
+            dir,
+        ],
+    );
+    Some((out, child))
 }
 
 /// The process groups the script recorded starting.
@@ -63,20 +77,11 @@ fn assert_torn_down(script_pid: u32, out: &Path) {
     }
 }
 
-fn u64_at(v: &serde_json::Value, path: &str) -> u64 {
-    v.pointer(path)
-        .and_then(|x| x.as_u64())
-        .unwrap_or_else(|| panic!("no integer at {path} in {v}"))
-}
-
 #[test]
 fn netns_merge_counts_what_the_runs_and_the_server_counted() {
-    if let Some(why) = skip_reason() {
-        eprintln!("skipped: multihost --netns needs network namespaces here: {why}");
+    let Some((out, mut child)) = start("2s") else {
         return;
-    }
-    let out = tempfile::tempdir().unwrap();
-    let mut child = start(out.path(), "2s");
+    };
     let pid = child.id();
     let status = wait_child(&mut child, Duration::from_secs(30));
     let output = child.wait_with_output().unwrap();
@@ -94,13 +99,16 @@ fn netns_merge_counts_what_the_runs_and_the_server_counted() {
     let merged = read_json(&out.path().join("merged.json"));
     let server = read_json(&out.path().join("server-status.json"));
     for run in &runs {
-        assert!(u64_at(run, "/requests_ok") > 0, "a run got nothing: {run}");
-        assert_eq!(u64_at(run, "/errors_total"), 0, "{run}");
+        assert!(
+            json_u64(run, "/requests_ok") > 0,
+            "a run got nothing: {run}"
+        );
+        assert_eq!(json_u64(run, "/errors_total"), 0, "{run}");
     }
-    let sum: u64 = runs.iter().map(|r| u64_at(r, "/requests_total")).sum();
-    assert_eq!(u64_at(&merged, "/runs"), CLIENTS as u64, "{merged}");
-    assert_eq!(u64_at(&merged, "/requests_total"), sum, "{said}");
-    assert_eq!(u64_at(&server, "/totals/requests"), sum, "{server}");
+    let sum: u64 = runs.iter().map(|r| json_u64(r, "/requests_total")).sum();
+    assert_eq!(json_u64(&merged, "/runs"), CLIENTS as u64, "{merged}");
+    assert_eq!(json_u64(&merged, "/requests_total"), sum, "{said}");
+    assert_eq!(json_u64(&server, "/totals/requests"), sum, "{server}");
     // The rate of concurrent runs is their sum.
     let rate = |v: &serde_json::Value| v["requests_per_s"].as_f64().unwrap();
     let rates: f64 = runs.iter().map(rate).sum();
@@ -108,8 +116,8 @@ fn netns_merge_counts_what_the_runs_and_the_server_counted() {
     // Each merged percentile lies within the runs' range of it.
     for p in ["min_us", "p50_us", "p90_us", "p99_us", "p999_us", "max_us"] {
         let at = format!("/latency/{p}");
-        let values: Vec<u64> = runs.iter().map(|r| u64_at(r, &at)).collect();
-        let m = u64_at(&merged, &at);
+        let values: Vec<u64> = runs.iter().map(|r| json_u64(r, &at)).collect();
+        let m = json_u64(&merged, &at);
         let (lo, hi) = (*values.iter().min().unwrap(), *values.iter().max().unwrap());
         assert!(
             (lo..=hi).contains(&m),
@@ -120,12 +128,9 @@ fn netns_merge_counts_what_the_runs_and_the_server_counted() {
 
 #[test]
 fn netns_ctrl_c_tears_down_every_namespace_and_process() {
-    if let Some(why) = skip_reason() {
-        eprintln!("skipped: multihost --netns needs network namespaces here: {why}");
+    let Some((out, mut child)) = start("60s") else {
         return;
-    }
-    let out = tempfile::tempdir().unwrap();
-    let mut child = start(out.path(), "60s");
+    };
     let pid = child.id();
     // The server and every load host run: one recorded group each.
     let running = wait_until(Duration::from_secs(15), || {

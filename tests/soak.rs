@@ -8,29 +8,17 @@
 
 mod common;
 
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::time::Duration;
 
-use common::{missing_tool, script, sockload_bin, sockserv_bin, wait_child};
+use common::{json_u64, missing_tool, sockload_bin, sockserv_bin, spawn_script, wait_child};
 
 const POLICIES: [&str; 4] = ["sync", "fork", "thread", "pool"];
 
 fn start(policy: &str) -> Child {
-    Command::new("bash")
-        .arg(script("soak.sh"))
-        .args(["2.5", "--policies", policy, "--rate", "200"])
-        .args(["--sockserv", sockserv_bin(), "--sockload", sockload_bin()])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn scripts/soak.sh")
-}
-
-fn field(v: &serde_json::Value, path: &str) -> u64 {
-    v.pointer(path)
-        .and_then(|x| x.as_u64())
-        .unwrap_or_else(|| panic!("no integer at {path} in {v}"))
+    let args = ["2.5", "--policies", policy, "--rate", "200"];
+    let bins = ["--sockserv", sockserv_bin(), "--sockload", sockload_bin()];
+    spawn_script("soak.sh", &[&args[..], &bins[..]].concat())
 }
 
 #[test]
@@ -67,17 +55,17 @@ fn chaos_soak_loses_nothing_but_what_was_in_flight_under_every_policy() {
         let said = format!("{policy}: {v}\n{err}");
         assert_eq!(v["policy"], policy, "{said}");
         // The must-be-zero fields.
-        assert_eq!(field(&v, "/refused"), 0, "{said}");
-        assert_eq!(field(&v, "/wrong_replies"), 0, "{said}");
-        assert_eq!(field(&v, "/zombies"), 0, "{said}");
-        assert_eq!(field(&v, "/upgrades_failed"), 0, "{said}");
+        assert_eq!(json_u64(&v, "/refused"), 0, "{said}");
+        assert_eq!(json_u64(&v, "/wrong_replies"), 0, "{said}");
+        assert_eq!(json_u64(&v, "/zombies"), 0, "{said}");
+        assert_eq!(json_u64(&v, "/upgrades_failed"), 0, "{said}");
         assert!(
-            field(&v, "/lost_in_flight") <= field(&v, "/lost_bound"),
+            json_u64(&v, "/lost_in_flight") <= json_u64(&v, "/lost_bound"),
             "{said}"
         );
-        assert_eq!(field(&v, "/workers_after"), 2, "{said}");
+        assert_eq!(json_u64(&v, "/workers_after"), 2, "{said}");
         assert!(
-            field(&v, "/master_fds_last") <= field(&v, "/master_fds_first"),
+            json_u64(&v, "/master_fds_last") <= json_u64(&v, "/master_fds_first"),
             "{said}"
         );
         assert_eq!(v["memory_flat"], true, "{said}");
@@ -85,14 +73,14 @@ fn chaos_soak_loses_nothing_but_what_was_in_flight_under_every_policy() {
         assert_eq!(v["passed"], true, "{said}");
         assert_eq!(status.and_then(|s| s.code()), Some(0), "{said}");
         // The chaos happened, and requests were served through it.
-        assert!(field(&v, "/requests_ok") > 0, "{said}");
-        assert!(field(&v, "/kills/worker") >= 1, "{said}");
-        assert!(field(&v, "/kills/hang") >= 1, "{said}");
-        assert!(field(&v, "/scales") >= 1, "{said}");
-        assert!(field(&v, "/reloads") >= 1, "{said}");
-        assert!(field(&v, "/upgrades") >= 1, "{said}");
+        assert!(json_u64(&v, "/requests_ok") > 0, "{said}");
+        assert!(json_u64(&v, "/kills/worker") >= 1, "{said}");
+        assert!(json_u64(&v, "/kills/hang") >= 1, "{said}");
+        assert!(json_u64(&v, "/scales") >= 1, "{said}");
+        assert!(json_u64(&v, "/reloads") >= 1, "{said}");
+        assert!(json_u64(&v, "/upgrades") >= 1, "{said}");
         if policy == "fork" {
-            assert!(field(&v, "/kills/child") >= 1, "{said}");
+            assert!(json_u64(&v, "/kills/child") >= 1, "{said}");
         }
     }
 }

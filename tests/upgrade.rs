@@ -43,6 +43,21 @@ fn replace(bin: &Path, from: &Path) {
     std::fs::rename(&tmp, bin).unwrap();
 }
 
+/// Starts the sockserv at `bin` on 127.0.0.1 port 0 with 2 workers, a pid
+/// file and `extra` flags.
+fn start_on_tcp(bin: &Path, pid_file: &Path, extra: &[&str]) -> Sockserv {
+    let pid = pid_file.to_str().unwrap();
+    let base = [
+        "--listen",
+        "127.0.0.1:0",
+        "--workers",
+        "2",
+        "--pid-file",
+        pid,
+    ];
+    Sockserv::start_bin(bin, &[&base[..], extra].concat())
+}
+
 fn read_pid(path: &Path) -> Option<i32> {
     std::fs::read_to_string(path).ok()?.trim().parse().ok()
 }
@@ -67,17 +82,12 @@ fn usr2_hands_the_socket_to_the_replaced_binary_without_refusing_anyone() {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap().to_string()
     };
-    let mut old = Sockserv::start_bin(
+    let mut old = start_on_tcp(
         &bin,
+        &pid_file,
         &[
-            "--listen",
-            "127.0.0.1:0",
-            "--workers",
-            "2",
             "--policy",
             "thread",
-            "--pid-file",
-            pid_file.to_str().unwrap(),
             "--graceful-timeout",
             "5",
             "--control",
@@ -124,16 +134,8 @@ fn usr2_hands_the_socket_to_the_replaced_binary_without_refusing_anyone() {
         stats.failures
     );
     // The status socket and the metrics port are the new master's now.
-    let status_pid = || {
-        let out = std::process::Command::new(sockserv_bin())
-            .args(["status", "--json", "--control", control.to_str().unwrap()])
-            .output()
-            .ok()?;
-        let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
-        v["pid"].as_i64()
-    };
     assert!(
-        wait_until(LIMIT, || status_pid() == Some(i64::from(new_pid))),
+        wait_until(LIMIT, || status_pid(&control) == Some(new_pid)),
         "status is not the new master's; log:\n{}",
         old.log_text()
     );
@@ -237,19 +239,7 @@ fn usr2_hands_the_status_socket_to_the_new_master() {
     let bin = install(dir.path());
     let pid_file = dir.path().join("sockserv.pid");
     let control = dir.path().join("control.sock");
-    let mut old = Sockserv::start_bin(
-        &bin,
-        &[
-            "--listen",
-            "127.0.0.1:0",
-            "--workers",
-            "2",
-            "--pid-file",
-            pid_file.to_str().unwrap(),
-            "--control",
-            control.to_str().unwrap(),
-        ],
-    );
+    let mut old = start_on_tcp(&bin, &pid_file, &["--control", control.to_str().unwrap()]);
     let old_pid = old.pid();
     assert!(
         wait_until(LIMIT, || status_pid(&control) == Some(old_pid)),

@@ -707,6 +707,18 @@ pub fn script(name: &str) -> PathBuf {
         .join(name)
 }
 
+/// Starts `bash scripts/NAME ARGS` with stdout and stderr piped.
+pub fn spawn_script(name: &str, args: &[&str]) -> Child {
+    Command::new("bash")
+        .arg(script(name))
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn scripts/{name}: {e}"))
+}
+
 /// Why a test that needs `tools` on PATH cannot run, if one is missing.
 pub fn missing_tool(tools: &[&str]) -> Option<String> {
     tools
@@ -775,6 +787,13 @@ pub fn group_members(pgid: i32) -> Vec<i32> {
             f.first() != Some(&"Z") && f.get(2).and_then(|g| g.parse().ok()) == Some(pgid)
         })
         .collect()
+}
+
+/// The integer at JSON pointer `path` in `v`; panics showing `v`.
+pub fn json_u64(v: &serde_json::Value, path: &str) -> u64 {
+    v.pointer(path)
+        .and_then(|x| x.as_u64())
+        .unwrap_or_else(|| panic!("no integer at {path} in {v}"))
 }
 
 /// Reads a JSON file a script wrote; panics naming the file.
