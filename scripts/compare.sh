@@ -19,7 +19,8 @@ usage() {
 Usage: scripts/compare.sh [options]
 
   --policies LIST     comma-separated subset of
-                      sync,fork,thread,pool,prefork,py-fork,py-thread   [all]
+                      sync,fork,thread,pool,event,prefork,py-fork,
+                      py-thread                                         [all]
   --transports LIST   subset of tcp,unix,udp,unix-dgram                 [all]
   --workloads LIST    subset of persistent,connect,delay,cpu, or none    [all]
   --duration S        measured seconds per cell                         [2]
@@ -49,7 +50,7 @@ Usage: scripts/compare.sh [options]
                       connections over (see scripts/README.md)         [64]
   -h, --help          this text
 
-A full run (7 policies x 4 transports x 4 workloads = 112 cells, plus the
+A full run (8 policies x 4 transports x 4 workloads = 128 cells, plus the
 idle connections) takes about 7 minutes with the defaults. Binaries come from
 ${CARGO_TARGET_DIR:-target}/release (built with `cargo build --release --bins`
 unless --no-build). Needs python3 and Linux's /proc.
@@ -63,7 +64,7 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 BENCH_SRC=$ROOT/scripts/bench
 CMP_SRC=$ROOT/scripts/compare
 
-ALL_POLICIES=sync,fork,thread,pool,prefork,py-fork,py-thread
+ALL_POLICIES=sync,fork,thread,pool,event,prefork,py-fork,py-thread
 ALL_TRANSPORTS=tcp,unix,udp,unix-dgram
 ALL_WORKLOADS=persistent,connect,delay,cpu
 

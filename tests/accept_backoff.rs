@@ -4,6 +4,7 @@
 
 mod common;
 
+use std::io::{Read, Write};
 use std::time::Duration;
 
 use common::{cpu_ticks, wait_until, Conn, Sockserv};
@@ -20,10 +21,15 @@ fn emfile_is_logged_once_backs_off_and_recovers() {
             "thread",
         ],
     );
-    // More clients than the server has descriptors; each one the server
+    // More clients than the server has descriptors; each sends its line at
+    // once (so TCP_DEFER_ACCEPT hands it to accept); each one the server
     // accepts is answered, the rest wait in the backlog.
     let mut conns: Vec<Conn> = (0..40)
-        .map(|_| Conn::connect("tcp", &server.addr).unwrap())
+        .map(|i| {
+            let mut c = Conn::connect("tcp", &server.addr).unwrap();
+            c.write_all(format!("late {i:02}").as_bytes()).unwrap();
+            c
+        })
         .collect();
     let backing_off = server.wait_log(Duration::from_secs(5), |l| l.contains("backing off"));
     assert!(
@@ -46,11 +52,11 @@ fn emfile_is_logged_once_backs_off_and_recovers() {
     let waiting = conns.split_off(20);
     drop(conns);
     for (i, mut c) in waiting.into_iter().enumerate() {
-        let req = format!("late {i}");
-        assert_eq!(
-            c.request(req.as_bytes(), req.len()).unwrap(),
-            req.as_bytes()
-        );
+        let want = format!("late {:02}", i + 20);
+        c.set_timeout(Some(Duration::from_secs(10)));
+        let mut got = vec![0u8; want.len()];
+        c.read_exact(&mut got).unwrap();
+        assert_eq!(got, want.as_bytes());
     }
     assert!(wait_until(Duration::from_secs(5), || server
         .log_text()
