@@ -153,7 +153,11 @@ impl StreamRequest {
             let _ = crate::sys::set_tcp_nodelay(self.socket.as_raw_fd());
         }
         if self.ctx.idle_timeout.is_some() {
+            // Reads and writes alike: a client that stops reading its
+            // replies (a full socket buffer) lets go of the child or
+            // thread after the same time as one that stops sending.
             let _ = self.socket.set_read_timeout(self.ctx.idle_timeout);
+            let _ = self.socket.set_write_timeout(self.ctx.idle_timeout);
         }
     }
 

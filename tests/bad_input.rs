@@ -666,3 +666,43 @@ fn abstract_names_serve_echo_without_creating_a_file() {
         );
     }
 }
+
+#[test]
+fn a_client_that_never_reads_its_replies_is_closed_by_the_write_timeout() {
+    for policy in ["sync", "thread", "fork"] {
+        let srv = Sockserv::start(&[
+            "--listen",
+            "127.0.0.1:0",
+            "--no-supervisor",
+            "--policy",
+            policy,
+            "--idle-timeout",
+            "1",
+        ]);
+        // Fills both socket buffers: the server blocks writing the echo.
+        let mut hog = TcpStream::connect(&srv.addr).unwrap();
+        hog.set_write_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        let sent = flood(&mut hog);
+        assert!(sent >= 256 * 1024, "{policy}: only {sent} bytes went out");
+        // The blocked write times out and the connection is closed: under
+        // sync that is what lets the next client in.
+        let started = Instant::now();
+        let mut c = Conn::connect("tcp", &srv.addr).unwrap();
+        c.set_timeout(Some(PROMPTLY));
+        assert_eq!(c.request(b"next\n", 5).unwrap(), b"next\n", "{policy}");
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{policy}: the next client waited {:?}",
+            started.elapsed()
+        );
+        // The hog's connection is closed by the server, not left wedged.
+        hog.set_read_timeout(Some(PROMPTLY)).unwrap();
+        let mut buf = vec![0u8; 1 << 20];
+        let closed = wait_until(PROMPTLY, || {
+            use std::io::Read;
+            !matches!(hog.read(&mut buf), Ok(n) if n > 0)
+        });
+        assert!(closed, "{policy}: the hog's connection stayed open");
+    }
+}
