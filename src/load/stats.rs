@@ -81,6 +81,9 @@ pub(crate) struct ThreadStats {
     pub uncorrected: Option<Histogram<u64>>,
     /// When the last measured request completed, relative to the measure start.
     pub last_done: Duration,
+    /// Bytes of measured requests written, and of their replies read.
+    pub bytes_sent: u64,
+    pub bytes_received: u64,
 }
 
 impl ThreadStats {
@@ -92,6 +95,8 @@ impl ThreadStats {
             latency: new_histogram(),
             uncorrected: open_loop.then(new_histogram),
             last_done: Duration::ZERO,
+            bytes_sent: 0,
+            bytes_received: 0,
         }
     }
 
@@ -146,6 +151,13 @@ pub struct Summary {
     pub ok_per_s: f64,
     /// Number of runs this summary covers (1 for a plain run).
     pub runs: usize,
+    /// Bytes of measured requests written (the sum, for merged runs).
+    pub bytes_sent: u64,
+    /// Bytes of their replies read.
+    pub bytes_received: u64,
+    /// When the (earliest) run started, as Unix time; `None` if unknown
+    /// (a merged file from before sockload recorded it).
+    pub started_at: Option<std::time::SystemTime>,
 }
 
 impl Summary {
@@ -161,6 +173,9 @@ impl Summary {
             requests_per_s: 0.0,
             ok_per_s: 0.0,
             runs: 0,
+            bytes_sent: 0,
+            bytes_received: 0,
+            started_at: None,
         }
     }
 
@@ -183,6 +198,8 @@ impl Summary {
                 sum.add(h).expect("same histogram bounds");
             }
             s.measured = s.measured.max(t.last_done);
+            s.bytes_sent += t.bytes_sent;
+            s.bytes_received += t.bytes_received;
         }
         let secs = s.measured.as_secs_f64();
         if secs > 0.0 {
