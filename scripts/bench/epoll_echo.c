@@ -12,7 +12,8 @@
  * (a reply the socket buffer cannot take at once is finished with blocking
  * writes: it never happens with the benchmark's 64-byte requests). EOF or an
  * error closes the connection. No TCP_NODELAY on the server side is needed
- * (it writes whole replies), no timeouts, no logging. SIGTERM ends it.
+ * (it writes whole replies), no timeouts, no logging. RLIMIT_NOFILE's soft
+ * limit is raised to the hard one. SIGTERM ends it.
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -25,6 +26,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -100,6 +102,11 @@ int main(int argc, char **argv) {
     if (threads < 1)
         threads = 1;
     signal(SIGPIPE, SIG_IGN);
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0) {
+        rl.rlim_cur = rl.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &rl);
+    }
     listener = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (listener < 0)
         die("socket");

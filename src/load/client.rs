@@ -538,7 +538,10 @@ mod tests {
         let mut req = [0u8; 10];
         server.read_exact(&mut req).unwrap();
         server.write_all(&req[..3]).unwrap();
-        assert!(matches!(step(&mut client, &mut p, &pay, Expect::Echo), Step::Blocked));
+        assert!(matches!(
+            step(&mut client, &mut p, &pay, Expect::Echo),
+            Step::Blocked
+        ));
         assert_eq!(p.got, 3);
         server.write_all(&req[3..]).unwrap();
         assert!(matches!(
@@ -579,7 +582,10 @@ mod tests {
         let pay = Payload::new(4, Expect::Any);
         server.write_all(b"12:00").unwrap();
         let mut p = send(&mut client, &pay, Expect::Any);
-        assert!(matches!(step(&mut client, &mut p, &pay, Expect::Any), Step::Blocked));
+        assert!(matches!(
+            step(&mut client, &mut p, &pay, Expect::Any),
+            Step::Blocked
+        ));
         server.write_all(b"\n").unwrap();
         assert!(matches!(
             step(&mut client, &mut p, &pay, Expect::Any),

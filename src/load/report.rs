@@ -90,7 +90,13 @@ impl Spectrum {
     fn of(h: &Histogram<u64>) -> Spectrum {
         let rows = h
             .iter_quantiles(2)
-            .map(|v| (v.value_iterated_to(), v.quantile_iterated_to(), v.count_since_last_iteration()))
+            .map(|v| {
+                (
+                    v.value_iterated_to(),
+                    v.quantile_iterated_to(),
+                    v.count_since_last_iteration(),
+                )
+            })
             .scan(0u64, |total, (value, q, n)| {
                 *total += n;
                 Some((value, q, *total))
@@ -262,7 +268,10 @@ impl Report {
                 .collect(),
             spectra: match &s.uncorrected {
                 Some(u) => vec![
-                    ("corrected (from intended send time)", Spectrum::of(&s.latency)),
+                    (
+                        "corrected (from intended send time)",
+                        Spectrum::of(&s.latency),
+                    ),
                     ("uncorrected (from actual send time)", Spectrum::of(u)),
                 ],
                 None => vec![("recorded latency", Spectrum::of(&s.latency))],

@@ -324,7 +324,8 @@ impl<'a> EventLoop<'a> {
             open_loop,
             started: false,
             pending: 0,
-            sweep_every: (cfg.timeout / 8).clamp(Duration::from_millis(1), Duration::from_millis(100)),
+            sweep_every: (cfg.timeout / 8)
+                .clamp(Duration::from_millis(1), Duration::from_millis(100)),
         })
     }
 
@@ -449,7 +450,11 @@ impl<'a> EventLoop<'a> {
         Ok(())
     }
 
-    fn poll_events(&mut self, events: &mut Events, timeout: Option<Duration>) -> anyhow::Result<()> {
+    fn poll_events(
+        &mut self,
+        events: &mut Events,
+        timeout: Option<Duration>,
+    ) -> anyhow::Result<()> {
         match self.poll.poll(events, timeout) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {
@@ -469,7 +474,9 @@ impl<'a> EventLoop<'a> {
             return Ok(());
         };
         // Zero would disarm it: a timer already due fires in a nanosecond.
-        let d = t.saturating_duration_since(now).max(Duration::from_nanos(1));
+        let d = t
+            .saturating_duration_since(now)
+            .max(Duration::from_nanos(1));
         tfd.set(
             Expiration::OneShot(TimeSpec::from_duration(d)),
             TimerSetTimeFlags::empty(),
@@ -558,7 +565,10 @@ impl<'a> EventLoop<'a> {
                     }
                 }
                 State::Exchanging => {
-                    let sock = c.sock.as_mut().expect("an exchanging connection has a socket");
+                    let sock = c
+                        .sock
+                        .as_mut()
+                        .expect("an exchanging connection has a socket");
                     match exchange(
                         sock,
                         &mut c.progress,
@@ -597,7 +607,9 @@ impl<'a> EventLoop<'a> {
         }
         s.bytes_sent += c.progress.written as u64;
         s.bytes_received += c.progress.got as u64;
-        s.last_done = s.last_done.max(now.saturating_duration_since(self.measure_start));
+        s.last_done = s
+            .last_done
+            .max(now.saturating_duration_since(self.measure_start));
     }
 
     /// Connection `i`'s request ended: count it, keep or drop the socket, start the next.
@@ -631,6 +643,14 @@ impl<'a> EventLoop<'a> {
                 c.state = State::Done;
                 c.sock = None;
                 self.active -= 1;
+                // A duration run measures to its end, even when this
+                // connection's last request (say, before a back-off) ended earlier.
+                if let Some(end) = c.plan.end() {
+                    let s = &mut self.stats;
+                    s.last_done = s
+                        .last_done
+                        .max(now.min(end).saturating_duration_since(self.measure_start));
+                }
             }
             Next::Wait(t) => self.wait(i, t),
             Next::Go { intended, measured } => {
