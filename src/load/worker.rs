@@ -335,6 +335,7 @@ impl<'a> EventLoop<'a> {
     fn connect_all(&mut self, interrupt: &AtomicBool) -> anyhow::Result<()> {
         let mut events = Events::with_capacity(EVENTS);
         let mut next = 0;
+        let mut next_sweep = Instant::now() + self.sweep_every;
         while !interrupt.load(Relaxed) {
             while self.pending < MAX_PENDING_CONNECTS && next < self.conns.len() {
                 self.preconnect(next);
@@ -348,8 +349,11 @@ impl<'a> EventLoop<'a> {
                 self.drive(ev.token().0);
             }
             let now = Instant::now();
-            for i in 0..self.conns.len() {
-                let c = &mut self.conns[i];
+            if now < next_sweep {
+                continue;
+            }
+            next_sweep = now + self.sweep_every;
+            for c in &mut self.conns {
                 if c.state == State::Connecting && now >= c.deadline {
                     c.sock = None;
                     c.state = State::Idle;
@@ -425,7 +429,7 @@ impl<'a> EventLoop<'a> {
                 let mut until = next_sweep;
                 if let Some(&Reverse((t, _))) = self.timers.peek() {
                     if self.timerfd.is_some() {
-                        self.arm(t, now)?;
+                        self.arm(t)?;
                     } else {
                         until = until.min(t);
                     }
@@ -466,7 +470,7 @@ impl<'a> EventLoop<'a> {
     }
 
     /// Arms the timerfd for `t`, unless it already fires at or before `t`.
-    fn arm(&mut self, t: Instant, now: Instant) -> anyhow::Result<()> {
+    fn arm(&mut self, t: Instant) -> anyhow::Result<()> {
         if self.armed.is_some_and(|a| a <= t) {
             return Ok(());
         }
@@ -475,7 +479,7 @@ impl<'a> EventLoop<'a> {
         };
         // Zero would disarm it: a timer already due fires in a nanosecond.
         let d = t
-            .saturating_duration_since(now)
+            .saturating_duration_since(Instant::now())
             .max(Duration::from_nanos(1));
         tfd.set(
             Expiration::OneShot(TimeSpec::from_duration(d)),
