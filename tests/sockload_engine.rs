@@ -13,8 +13,9 @@ use serde_json::Value;
 
 const SOCKLOAD: &str = env!("CARGO_BIN_EXE_sockload");
 
-/// Runs `WRAPPER... sockload ARGS`, with a deadline (the child is killed past it).
-fn run(wrapper: &[&str], args: &[&str]) -> Output {
+/// Runs `WRAPPER... sockload ARGS` (ARGS split at whitespace), with a
+/// deadline (the child is killed past it).
+fn run(wrapper: &[&str], args: &str) -> Output {
     let mut cmd = match wrapper.split_first() {
         Some((prog, rest)) => {
             let mut c = Command::new(prog);
@@ -24,7 +25,7 @@ fn run(wrapper: &[&str], args: &[&str]) -> Output {
         None => Command::new(SOCKLOAD),
     };
     let child = cmd
-        .args(args)
+        .args(args.split_whitespace())
         .env("NO_COLOR", "1")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -58,6 +59,13 @@ fn json(out: &Output) -> Value {
     })
 }
 
+/// The `--json` report of a run that must exit 0.
+fn json_ok(out: &Output) -> Value {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    json(out)
+}
+
 fn echo_server() -> Sockserv {
     Sockserv::start(&[
         "--no-supervisor",
@@ -79,27 +87,12 @@ fn a_thousand_connections_share_two_threads_and_every_request_is_counted() {
     let srv = echo_server();
     let out = run(
         &[],
-        &[
-            "--connect",
-            &srv.addr,
-            "--connections",
-            "1000",
-            "--threads",
-            "2",
-            "--requests",
-            "5000",
-            "--warmup",
-            "0",
-            "--json",
-        ],
+        &format!(
+            "--connect {} --connections 1000 --threads 2 --requests 5000 --warmup 0 --json",
+            srv.addr
+        ),
     );
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let j = json(&out);
+    let j = json_ok(&out);
     assert_eq!(j["requests_ok"], 5000);
     assert_eq!(j["errors_total"], 0);
     assert_eq!(j["config"]["threads"], 2);
@@ -113,19 +106,10 @@ fn threads_are_capped_at_the_connections() {
     let srv = echo_server();
     let out = run(
         &[],
-        &[
-            "--connect",
-            &srv.addr,
-            "-c",
-            "2",
-            "--threads",
-            "8",
-            "-n",
-            "100",
-            "--warmup",
-            "0",
-            "--json",
-        ],
+        &format!(
+            "--connect {} -c 2 --threads 8 -n 100 --warmup 0 --json",
+            srv.addr
+        ),
     );
     let j = json(&out);
     assert_eq!(j["config"]["threads"], 2);
@@ -138,34 +122,19 @@ fn the_soft_open_file_limit_is_raised_to_the_hard_one() {
     // 600 connections need about 640 descriptors; the soft limit is 256.
     let out = run(
         &["prlimit", "--nofile=256:2048"],
-        &[
-            "--connect",
-            &srv.addr,
-            "-c",
-            "600",
-            "--threads",
-            "2",
-            "-n",
-            "1200",
-            "--warmup",
-            "0",
-            "--json",
-        ],
+        &format!(
+            "--connect {} -c 600 --threads 2 -n 1200 --warmup 0 --json",
+            srv.addr
+        ),
     );
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert_eq!(json(&out)["requests_ok"], 1200);
+    assert_eq!(json_ok(&out)["requests_ok"], 1200);
 }
 
 #[test]
 fn too_low_a_hard_limit_exits_2_naming_the_limit_and_the_need() {
     let out = run(
         &["prlimit", "--nofile=512:1024"],
-        &["--connect", "127.0.0.1:9", "-c", "100000", "--threads", "2"],
+        "--connect 127.0.0.1:9 -c 100000 --threads 2",
     );
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
@@ -181,19 +150,8 @@ fn too_low_a_hard_limit_exits_2_naming_the_limit_and_the_need() {
 fn a_closed_port_is_retried_with_back_off_at_little_cpu() {
     let addr = closed_port();
     let child = Command::new(SOCKLOAD)
-        .args([
-            "--connect",
-            &addr,
-            "-c",
-            "200",
-            "--threads",
-            "2",
-            "-d",
-            "2s",
-            "--warmup",
-            "0",
-            "--json",
-        ])
+        .args(["--connect", &addr])
+        .args("-c 200 --threads 2 -d 2s --warmup 0 --json".split_whitespace())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -232,19 +190,7 @@ fn a_server_that_never_replies_times_out_each_request() {
     let addr = silent.local_addr().unwrap().to_string();
     let out = run(
         &[],
-        &[
-            "--connect",
-            &addr,
-            "-c",
-            "2",
-            "-n",
-            "4",
-            "--warmup",
-            "0",
-            "--timeout",
-            "200ms",
-            "--json",
-        ],
+        &format!("--connect {addr} -c 2 -n 4 --warmup 0 --timeout 200ms --json"),
     );
     assert_eq!(out.status.code(), Some(1));
     let j = json(&out);
@@ -260,21 +206,7 @@ fn a_server_that_never_replies_times_out_each_request() {
     let addr = udp.local_addr().unwrap().to_string();
     let out = run(
         &[],
-        &[
-            "--transport",
-            "udp",
-            "--connect",
-            &addr,
-            "-c",
-            "3",
-            "-n",
-            "3",
-            "--warmup",
-            "0",
-            "--timeout",
-            "150ms",
-            "--json",
-        ],
+        &format!("--transport udp --connect {addr} -c 3 -n 3 --warmup 0 --timeout 150ms --json"),
     );
     assert_eq!(json(&out)["errors"]["timeout"], 3);
 }
@@ -284,21 +216,10 @@ fn open_loop_keeps_its_rate_and_schedule() {
     let srv = echo_server();
     let out = run(
         &[],
-        &[
-            "--connect",
-            &srv.addr,
-            "-c",
-            "20",
-            "--threads",
-            "2",
-            "--rate",
-            "2000",
-            "-d",
-            "1s",
-            "--warmup",
-            "200ms",
-            "--json",
-        ],
+        &format!(
+            "--connect {} -c 20 --threads 2 --rate 2000 -d 1s --warmup 200ms --json",
+            srv.addr
+        ),
     );
     let j = json(&out);
     assert_eq!(j["loop"], "open");
@@ -319,15 +240,7 @@ fn reports_carry_the_start_the_version_and_a_readable_spectrum() {
     let srv = echo_server();
     let out = run(
         &[],
-        &[
-            "--connect",
-            &srv.addr,
-            "-n",
-            "1500",
-            "--warmup",
-            "0",
-            "--json",
-        ],
+        &format!("--connect {} -n 1500 --warmup 0 --json", srv.addr),
     );
     let j = json(&out);
     assert_eq!(j["sockload_version"], env!("CARGO_PKG_VERSION"));
@@ -347,15 +260,7 @@ fn reports_carry_the_start_the_version_and_a_readable_spectrum() {
 
     let out = run(
         &[],
-        &[
-            "--connect",
-            &srv.addr,
-            "-n",
-            "1500",
-            "--warmup",
-            "0",
-            "--latency",
-        ],
+        &format!("--connect {} -n 1500 --warmup 0 --latency", srv.addr),
     );
     let text = String::from_utf8(out.stdout).unwrap();
     assert!(text.contains("1,500 ok, 0 errors"), "{text}");
@@ -385,23 +290,10 @@ fn every_transport_runs_on_the_engine_in_both_modes() {
         for mode in ["persistent", "connect"] {
             let out = run(
                 &[],
-                &[
-                    "--transport",
-                    transport,
-                    "--connect",
-                    &srv.addr,
-                    "--mode",
-                    mode,
-                    "-c",
-                    "6",
-                    "--threads",
-                    "2",
-                    "-n",
-                    "300",
-                    "--warmup",
-                    "0",
-                    "--json",
-                ],
+                &format!(
+                    "--transport {transport} --connect {} --mode {mode} -c 6 --threads 2 -n 300 --warmup 0 --json",
+                    srv.addr
+                ),
             );
             let j = json(&out);
             assert_eq!(j["requests_ok"], 300, "{transport} {mode}: {j}");
