@@ -201,12 +201,19 @@ impl Summary {
             s.bytes_sent += t.bytes_sent;
             s.bytes_received += t.bytes_received;
         }
-        let secs = s.measured.as_secs_f64();
-        if secs > 0.0 {
-            s.requests_per_s = s.total() as f64 / secs;
-            s.ok_per_s = s.ok as f64 / secs;
-        }
+        let measured = s.measured;
+        s.set_measured(measured);
         s
+    }
+
+    /// Sets the measured period and the rates over it.
+    pub(crate) fn set_measured(&mut self, d: Duration) {
+        self.measured = d;
+        let secs = d.as_secs_f64();
+        if secs > 0.0 {
+            self.requests_per_s = self.total() as f64 / secs;
+            self.ok_per_s = self.ok as f64 / secs;
+        }
     }
 
     /// Total failed requests.

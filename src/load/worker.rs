@@ -39,7 +39,7 @@ use super::client::{exchange, After, Failure, Opened, Payload, Progress, Sock, S
 use super::plan::{Next, Plan};
 use super::progress::{self, Slot};
 use super::stats::{Summary, ThreadStats};
-use super::{Config, Mode};
+use super::{Config, Mode, Stop};
 
 /// The timerfd's token; connections use their index in the loop.
 const TIMER: Token = Token(usize::MAX);
@@ -154,6 +154,13 @@ pub(crate) fn run_loops(
     })?;
     let mut summary = Summary::from_threads(stats, cfg.rate.is_some());
     summary.started_at = started_at;
+    // A duration run counts the requests sent in the period (and waits for
+    // their replies), so the period is the duration: stretching it to the
+    // last reply would under-state the rate by one latency in D + latency
+    // (11 % at 10,000 connections with 250 ms replies and a 2 s run).
+    if let (Stop::Duration(d), false) = (cfg.stop, interrupt.load(Relaxed)) {
+        summary.set_measured(d);
+    }
     Ok(summary)
 }
 
@@ -647,14 +654,6 @@ impl<'a> EventLoop<'a> {
                 c.state = State::Done;
                 c.sock = None;
                 self.active -= 1;
-                // A duration run measures to its end, even when this
-                // connection's last request (say, before a back-off) ended earlier.
-                if let Some(end) = c.plan.end() {
-                    let s = &mut self.stats;
-                    s.last_done = s
-                        .last_done
-                        .max(now.min(end).saturating_duration_since(self.measure_start));
-                }
             }
             Next::Wait(t) => self.wait(i, t),
             Next::Go { intended, measured } => {
