@@ -5,7 +5,8 @@
 # epoll_load.c), both with the same number of threads, driving the same
 # minimal C epoll echo server (scripts/bench/epoll_echo.c) at 16, 1,000 and
 # 10,000 persistent connections, side by side in one run: every round runs
-# both clients at every count, alternating which goes first. Then the CPU
+# both clients at every count at the same time, each against its own copy of
+# the server (or, with --apart, one after the other against one server). Then the CPU
 # sockload uses in open loop (--rate 10000 over 1,000 connections) and
 # against a closed port. Prints a Markdown report with the targets and
 # PASS/FAIL, and writes every run as one JSON line to the results directory.
@@ -27,6 +28,12 @@ Usage: scripts/loadbench.sh [options]
                                                                [LOADBENCH_COUNTS="16 1000 10000"]
   --threads N         threads of both clients                  [LOADBENCH_THREADS=1]
   --server-threads N  epoll loops of the server                [LOADBENCH_SERVER_THREADS=1]
+  --apart             run the two clients one after the other against one
+                      epoll_echo, alternating which goes first (default:
+                      together, each against its own epoll_echo, both
+                      servers on the server CPU and both clients on the
+                      client CPUs, so that other work on a shared machine
+                      slows both alike)            [LOADBENCH_TOGETHER=]
   --no-pin            do not pin (default on a machine with 2 or more CPUs:
                       the server on CPU 0, the clients on the others)
   --results DIR       where runs.jsonl and report.md go        [LOADBENCH_RESULTS=loadbench-results]
@@ -57,6 +64,7 @@ RESULTS=${LOADBENCH_RESULTS:-loadbench-results}
 NO_BUILD=${LOADBENCH_NO_BUILD:-}
 PIN=1
 STRICT=
+TOGETHER=${LOADBENCH_TOGETHER-1}
 
 while [ $# -gt 0 ]; do
     case $1 in
@@ -67,6 +75,7 @@ while [ $# -gt 0 ]; do
         --threads) THREADS=$2; shift ;;
         --server-threads) SERVER_THREADS=$2; shift ;;
         --no-pin) PIN= ;;
+        --apart) TOGETHER= ;;
         --results) RESULTS=$2; shift ;;
         --no-build) NO_BUILD=1 ;;
         --strict) STRICT=1 ;;
@@ -101,41 +110,50 @@ if [ -n "$PIN" ] && [ "$CPUS" -ge 2 ] && command -v taskset >/dev/null; then
     CLIENT_PIN=(taskset -c "1-$((CPUS - 1))")
 fi
 
-SERVER_PID=
+SERVER_PIDS=()
 cleanup() {
-    if [ -n "$SERVER_PID" ]; then
-        kill "$SERVER_PID" 2>/dev/null || true
-        wait "$SERVER_PID" 2>/dev/null || true
-    fi
+    for pid in "${SERVER_PIDS[@]}"; do
+        kill "$pid" 2>/dev/null || true
+        wait "$pid" 2>/dev/null || true
+    done
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-PORTFILE=$RESULTS/server.port
-"${SERVER_PIN[@]}" "$TARGET/bench/epoll_echo" 0 "$SERVER_THREADS" >"$PORTFILE" &
-SERVER_PID=$!
-for _ in $(seq 100); do
-    [ -s "$PORTFILE" ] && break
-    sleep 0.05
-done
-PORT=$(head -1 "$PORTFILE")
-[ -n "$PORT" ] || die "epoll_echo did not print its port"
-log "epoll_echo (pid $SERVER_PID, $SERVER_THREADS thread(s)) on 127.0.0.1:$PORT; ${CPUS} CPUs, pinning: ${SERVER_PIN[*]:-none} / ${CLIENT_PIN[*]:-none}"
+# start_server FILE: starts an epoll_echo, prints its port.
+start_server() {
+    "${SERVER_PIN[@]}" "$TARGET/bench/epoll_echo" 0 "$SERVER_THREADS" >"$1" &
+    SERVER_PIDS+=($!)
+    for _ in $(seq 100); do
+        [ -s "$1" ] && break
+        sleep 0.05
+    done
+    [ -s "$1" ] || die "epoll_echo did not print its port"
+}
+start_server "$RESULTS/server.port"
+PORT=$(head -1 "$RESULTS/server.port")
+PORT_C=$PORT
+if [ -n "$TOGETHER" ]; then
+    start_server "$RESULTS/server2.port"
+    PORT_C=$(head -1 "$RESULTS/server2.port")
+fi
+log "epoll_echo (pids ${SERVER_PIDS[*]}, $SERVER_THREADS thread(s) each) on 127.0.0.1:$PORT ${TOGETHER:+and :$PORT_C, the clients together}; ${CPUS} CPUs, pinning: ${SERVER_PIN[*]:-none} / ${CLIENT_PIN[*]:-none}"
 
 RUNS=$RESULTS/runs.jsonl
 : >"$RUNS"
 TIMES=$RESULTS/time.txt
 
-# timed OUT -- CMD...: runs CMD under /usr/bin/time; stdout to OUT.
+# timed OUT -- CMD...: runs CMD under /usr/bin/time (to OUT.time); stdout to OUT.
 timed() {
     local out=$1
     shift 2
-    /usr/bin/time -o "$TIMES" -f '%M %U %S %e' "$@" >"$out" || echo "exit $?" >>"$out.status"
+    /usr/bin/time -o "$out.time" -f '%M %U %S %e' "$@" >"$out" || echo "exit $?" >>"$out.status"
+    cp "$out.time" "$TIMES"
 }
 
 # record CLIENT CONNECTIONS ROUND OUTFILE: one JSON line into runs.jsonl.
 record() {
-    python3 - "$1" "$2" "$3" "$4" "$TIMES" >>"$RUNS" <<'EOF'
+    python3 - "$1" "$2" "$3" "$4" "$4.time" >>"$RUNS" <<'EOF'
 import json, sys
 client, conns, rnd, out, times = sys.argv[1:]
 rss, user, sys_, wall = open(times).read().split()[-4:]
@@ -154,24 +172,29 @@ EOF
 }
 
 run_c() {
-    timed "$RESULTS/out.json" -- "${CLIENT_PIN[@]}" "$TARGET/bench/epoll_load" "$PORT" "$1" "$THREADS" "$DURATION" "$WARMUP"
-    record epoll_load "$1" "$2" "$RESULTS/out.json"
+    timed "$RESULTS/c.json" -- "${CLIENT_PIN[@]}" "$TARGET/bench/epoll_load" "$PORT_C" "$1" "$THREADS" "$DURATION" "$WARMUP"
 }
 
 run_sockload() {
-    timed "$RESULTS/out.json" -- "${CLIENT_PIN[@]}" "$SOCKLOAD" --connect "127.0.0.1:$PORT" \
+    timed "$RESULTS/sockload.json" -- "${CLIENT_PIN[@]}" "$SOCKLOAD" --connect "127.0.0.1:$PORT" \
         --connections "$1" --threads "$THREADS" --duration "$DURATION" --warmup "$WARMUP" --json
-    record sockload "$1" "$2" "$RESULTS/out.json"
 }
 
 for round in $(seq "$ROUNDS"); do
     for n in $COUNTS; do
         log "round $round/$ROUNDS, $n connections"
-        if [ $(((round + n) % 2)) -eq 0 ]; then
-            run_c "$n" "$round"; run_sockload "$n" "$round"
+        if [ -n "$TOGETHER" ]; then
+            run_c "$n" &
+            c_pid=$!
+            run_sockload "$n"
+            wait "$c_pid"
+        elif [ $(((round + n) % 2)) -eq 0 ]; then
+            run_c "$n"; run_sockload "$n"
         else
-            run_sockload "$n" "$round"; run_c "$n" "$round"
+            run_sockload "$n"; run_c "$n"
         fi
+        record epoll_load "$n" "$round" "$RESULTS/c.json"
+        record sockload "$n" "$round" "$RESULTS/sockload.json"
     done
 done
 
@@ -189,7 +212,7 @@ CLOSED_STATUS=0
     --connect "127.0.0.1:$CLOSED" --connections 1000 --threads "$THREADS" --duration 5 --warmup 0 \
     --json >"$RESULTS/closed.json" || CLOSED_STATUS=$?
 
-LOADBENCH_WARMUP_S=$WARMUP python3 - "$RESULTS" "$THREADS" "$SERVER_THREADS" "$DURATION" "$ROUNDS" "$CLOSED_STATUS" "$STRICT" <<'EOF' | tee "$RESULTS/report.md"
+LOADBENCH_TOGETHER=$TOGETHER LOADBENCH_WARMUP_S=$WARMUP python3 - "$RESULTS" "$THREADS" "$SERVER_THREADS" "$DURATION" "$ROUNDS" "$CLOSED_STATUS" "$STRICT" <<'EOF' | tee "$RESULTS/report.md"
 import json, os, statistics as st, sys
 res, threads, sthreads, duration, rounds, closed_status, strict = sys.argv[1:]
 runs = [json.loads(l) for l in open(os.path.join(res, "runs.jsonl"))]
@@ -204,8 +227,11 @@ def cpu_per_req(d):
                      for v in d.values())
 
 print(f"### loadbench: sockload vs epoll_load against epoll_echo\n")
+together = os.environ.get("LOADBENCH_TOGETHER")
 print(f"{threads} client thread(s), {sthreads} server thread(s), {duration} s per run, "
-      f"{rounds} rounds, medians (ratio: the median of the per-round ratios)\n")
+      f"{rounds} rounds, medians (ratio: the median of the per-round ratios); "
+      + ("the clients ran together, each against its own server" if together else
+         "the clients ran one after the other, alternating which went first") + "\n")
 print("| connections | epoll_load req/s | sockload req/s | ratio (target >= 1.0) | "
       "p50 µs C / sockload | p50 ratio (target within 10 %) | sockload peak RSS MiB | C peak RSS MiB | "
       "CPU µs per request C / sockload |")
