@@ -36,7 +36,7 @@ Usage: scripts/loadbench.sh [options]
                       slows both alike)            [LOADBENCH_TOGETHER=]
   --no-pin            do not pin (default on a machine with 2 or more CPUs:
                       the server on CPU 0, the clients on the others)
-  --results DIR       where runs.jsonl and report.md go        [LOADBENCH_RESULTS=loadbench-results]
+  --results DIR       where runs.jsonl and report.md go        [LOADBENCH_RESULTS=target/loadbench]
   --no-build          use the binaries already built           [LOADBENCH_NO_BUILD=1]
   LOADBENCH_SOCKLOAD=PATH   benchmark this sockload binary instead
   --strict            exit 3 when a target fails (default: report only)
@@ -60,7 +60,7 @@ ROUNDS=${LOADBENCH_ROUNDS:-5}
 COUNTS=${LOADBENCH_COUNTS:-"16 1000 10000"}
 THREADS=${LOADBENCH_THREADS:-1}
 SERVER_THREADS=${LOADBENCH_SERVER_THREADS:-1}
-RESULTS=${LOADBENCH_RESULTS:-loadbench-results}
+RESULTS=${LOADBENCH_RESULTS:-$TARGET/loadbench}
 NO_BUILD=${LOADBENCH_NO_BUILD:-}
 PIN=1
 STRICT=
