@@ -91,7 +91,7 @@ pub struct RunArgs {
     /// How replies are checked.
     #[arg(long, value_enum, default_value_t = Expect::Echo)]
     pub expect: Expect,
-    /// Timeout for connect, send and receive.
+    /// Timeout for a connect, and for a request (its send and reply together).
     #[arg(long, default_value = "2s", value_parser = parse_timeout, value_name = "DURATION")]
     pub timeout: Duration,
     /// Highest error rate (0..1) that still exits 0.

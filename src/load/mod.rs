@@ -109,7 +109,7 @@ pub struct Config {
     pub rate: Option<f64>,
     /// How replies are checked.
     pub expect: Expect,
-    /// Timeout for connect, send and each receive.
+    /// Timeout for a connect, and for a request (its send and reply together).
     pub timeout: Duration,
     /// Highest error rate (errors / (ok + errors)) that still exits 0.
     pub max_error_rate: f64,

@@ -179,7 +179,7 @@ impl Summary {
         }
     }
 
-    /// Folds the per-thread statistics of one run into a summary.
+    /// Folds the per-event-loop statistics of one run into a summary.
     pub(crate) fn from_threads(threads: Vec<ThreadStats>, open_loop: bool) -> Summary {
         let mut s = Summary::empty(open_loop);
         s.runs = 1;
