@@ -22,7 +22,7 @@ fn report(a: &ReportArgs) -> anyhow::Result<Verdict> {
 }
 
 /// Turns the flags into a configuration; `Err` is a usage error (exit 2).
-fn config(a: RunArgs) -> Result<(Config, bool), String> {
+fn config(a: RunArgs) -> Result<(Config, Output), String> {
     let connect = match (a.connect, a.transport.is_unix()) {
         (Some(c), _) => c,
         (None, false) => "127.0.0.1:9000".into(),
@@ -39,6 +39,9 @@ fn config(a: RunArgs) -> Result<(Config, bool), String> {
         .map_err(|e| format!("--connect: {e}"))?;
     let mut cfg = Config::new(a.transport, addr);
     cfg.connections = a.connections as usize;
+    if let Some(t) = a.threads {
+        cfg.threads = t as usize;
+    }
     cfg.stop = match (a.requests, a.duration) {
         (Some(n), _) => Stop::Requests(n),
         (None, d) => Stop::Duration(d.unwrap_or(Duration::from_secs(10))),
@@ -53,7 +56,13 @@ fn config(a: RunArgs) -> Result<(Config, bool), String> {
     cfg.hist = a.hist;
     cfg.sources = a.sources;
     cfg.validate().map_err(|e| format!("{e:#}"))?;
-    Ok((cfg, a.json))
+    load::raise_open_file_limit(&cfg)?;
+    let out = Output {
+        json: a.json,
+        progress: true,
+        latency: a.latency,
+    };
+    Ok((cfg, out))
 }
 
 fn main() {
@@ -70,10 +79,11 @@ fn real_main() -> i32 {
             Output {
                 json: m.json,
                 progress: false,
+                latency: m.latency,
             },
         ),
         None => {
-            let (cfg, json) = match config(cli.run) {
+            let (cfg, out) = match config(cli.run) {
                 Ok(c) => c,
                 Err(msg) => {
                     eprintln!("sockload: {msg}");
@@ -90,14 +100,7 @@ fn real_main() -> i32 {
                 );
                 let _ = signal_hook::flag::register(sig, Arc::clone(&interrupt));
             }
-            load::run(
-                &cfg,
-                Output {
-                    json,
-                    progress: true,
-                },
-                &interrupt,
-            )
+            load::run(&cfg, out, &interrupt)
         }
     };
     match result {

@@ -342,9 +342,12 @@ pub(crate) struct Timestamp {
 
 impl Timestamp {
     pub(crate) fn now(digits: usize) -> Timestamp {
-        let d = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default();
+        Timestamp::at(SystemTime::now(), digits)
+    }
+
+    /// The time `t` (sockload's `started_at`).
+    pub(crate) fn at(t: SystemTime, digits: usize) -> Timestamp {
+        let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
         Timestamp {
             secs: d.as_secs() as i64,
             nanos: d.subsec_nanos(),

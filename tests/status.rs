@@ -449,3 +449,27 @@ fn without_a_supervisor_status_counts_too_and_the_stop_line_is_right() {
         );
     }
 }
+
+#[test]
+fn sockload_warm_up_and_measured_replies_add_up_to_what_the_server_counted() {
+    let s = Server::start("tcp", &["--policy", "thread", "--workers", "2"]);
+    assert!(wait_until(LIMIT, || workers(s.srv.pid()).len() == 2));
+    let out = Command::new(env!("CARGO_BIN_EXE_sockload"))
+        .args(["--connect", &s.srv.addr, "--connections", "4"])
+        .args(["--duration", "0.6", "--warmup", "0.3", "--json"])
+        .output()
+        .unwrap();
+    let v: Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("sockload: {e}: {}", String::from_utf8_lossy(&out.stderr)));
+    let (warm, measured) = (
+        v["warmup_ok"].as_u64().unwrap(),
+        v["requests_ok"].as_u64().unwrap(),
+    );
+    assert!(warm > 0 && measured > 0, "{v}");
+    assert_eq!(v["errors_total"], 0, "{v}");
+    assert_eq!(
+        s.wait_total("requests", warm + measured),
+        warm + measured,
+        "the server counted other than the client's warm-up + measured replies"
+    );
+}

@@ -46,6 +46,9 @@ pub struct MergeArgs {
     /// Print one JSON object instead of the human summary.
     #[arg(long)]
     pub json: bool,
+    /// Print the latency distribution and the detailed percentile spectrum.
+    #[arg(long)]
+    pub latency: bool,
     /// Highest error rate (0..1) that still exits 0.
     #[arg(long, default_value_t = 0.0, value_parser = parse_fraction, value_name = "R")]
     pub max_error_rate: f64,
@@ -60,9 +63,13 @@ pub struct RunArgs {
     /// [default: 127.0.0.1:9000 for tcp and udp; required for unix transports].
     #[arg(long, value_name = "ADDR")]
     pub connect: Option<String>,
-    /// Concurrent connections, one thread each.
-    #[arg(short = 'c', long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=10_000), value_name = "N")]
+    /// Concurrent connections, shared by the --threads event loops
+    /// (RLIMIT_NOFILE's soft limit is raised to the hard one when needed).
+    #[arg(short = 'c', long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=1_000_000), value_name = "N")]
     pub connections: u32,
+    /// Event loops (threads) sharing the connections [default: the number of CPUs].
+    #[arg(short = 't', long, value_parser = clap::value_parser!(u32).range(1..=1024), value_name = "N")]
+    pub threads: Option<u32>,
     /// Measure for this long (10s, 500ms, 2m or plain seconds) [default: 10s].
     #[arg(short = 'd', long, value_parser = load::parse_duration, conflicts_with = "requests", value_name = "DURATION")]
     pub duration: Option<Duration>,
@@ -84,7 +91,7 @@ pub struct RunArgs {
     /// How replies are checked.
     #[arg(long, value_enum, default_value_t = Expect::Echo)]
     pub expect: Expect,
-    /// Timeout for connect, send and receive.
+    /// Timeout for a connect, and for a request (its send and reply together).
     #[arg(long, default_value = "2s", value_parser = parse_timeout, value_name = "DURATION")]
     pub timeout: Duration,
     /// Highest error rate (0..1) that still exits 0.
@@ -93,6 +100,10 @@ pub struct RunArgs {
     /// Print one JSON object instead of the human summary.
     #[arg(long)]
     pub json: bool,
+    /// Print the latency distribution (p50, p75, p90, p99, p99.9, p99.99,
+    /// max) and the detailed percentile spectrum, as wrk2 does.
+    #[arg(long)]
+    pub latency: bool,
     /// Save the latency histogram and counts (HdrHistogram interval log) to FILE.
     #[arg(long, value_name = "FILE")]
     pub hist: Option<PathBuf>,

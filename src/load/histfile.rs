@@ -54,6 +54,13 @@ struct Meta {
     open_loop: bool,
     #[serde(default)]
     config: serde_json::Value,
+    #[serde(default)]
+    bytes_sent: u64,
+    #[serde(default)]
+    bytes_received: u64,
+    /// When the run started, in seconds since the Unix epoch.
+    #[serde(default)]
+    started_at: Option<f64>,
 }
 
 /// Writes `summary` (and `cfg`, for the record) to `file`.
@@ -86,6 +93,12 @@ pub(crate) fn render(cfg: Option<&Config>, s: &Summary) -> anyhow::Result<Vec<u8
         ok_per_s: s.ok_per_s,
         open_loop: s.uncorrected.is_some(),
         config: cfg.map(config_json).unwrap_or_default(),
+        bytes_sent: s.bytes_sent,
+        bytes_received: s.bytes_received,
+        started_at: s
+            .started_at
+            .and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok())
+            .map(|d| d.as_secs_f64()),
     };
     let began = SystemTime::now() - s.measured;
     let mut out = Vec::new();
@@ -187,6 +200,12 @@ fn find_meta(text: &[u8]) -> anyhow::Result<Option<Meta>> {
 
 fn apply_meta(s: &mut Summary, m: Meta) -> anyhow::Result<()> {
     s.ok = m.ok;
+    s.bytes_sent = m.bytes_sent;
+    s.bytes_received = m.bytes_received;
+    s.started_at = m
+        .started_at
+        .and_then(|t| Duration::try_from_secs_f64(t).ok())
+        .map(|d| SystemTime::UNIX_EPOCH + d);
     for (name, n) in m.errors {
         let kind =
             ErrorKind::from_name(&name).ok_or_else(|| anyhow!("unknown error kind {name:?}"))?;

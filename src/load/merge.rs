@@ -55,6 +55,12 @@ pub(crate) fn merge_summaries(runs: Vec<Summary>) -> anyhow::Result<Summary> {
         m.measured = m.measured.max(r.measured);
         m.requests_per_s += r.requests_per_s;
         m.ok_per_s += r.ok_per_s;
+        m.bytes_sent += r.bytes_sent;
+        m.bytes_received += r.bytes_received;
+        m.started_at = match (m.started_at, r.started_at) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
     }
     Ok(m)
 }

@@ -1,9 +1,12 @@
 //! `sockload`: a load generator for stream and datagram servers.
 //!
-//! One OS thread per connection, blocking I/O, pre-allocated buffers and a
-//! per-thread HDR histogram merged at the end. Closed loop by default; with a
-//! rate ([`Config::rate`]) it runs open loop and measures latency from each
-//! request's intended send time, so a stalled server cannot hide its stall.
+//! Event-driven, as wrk and wrk2 are: [`Config::threads`] event loops (mio)
+//! share the [`Config::connections`], each connection a small non-blocking
+//! state machine, with one HDR histogram per loop merged at the end (see
+//! `worker.rs`). Closed loop by default; with a rate ([`Config::rate`]) it
+//! runs open loop, sending on a timer-driven schedule and measuring latency
+//! from each request's intended send time, so a stalled server cannot hide
+//! its stall.
 //!
 //! The command-line contract and every `--json` field are documented in
 //! README.md (section "sockload").
@@ -90,8 +93,10 @@ pub struct Config {
     pub transport: Transport,
     /// The server address.
     pub connect: Address,
-    /// Concurrent connections (one thread each).
+    /// Concurrent connections, shared by the event loops.
     pub connections: usize,
+    /// Event loops (threads); a run uses at most one per connection.
+    pub threads: usize,
     /// When the measured part ends.
     pub stop: Stop,
     /// Warm-up before measuring; its requests are excluded from every figure.
@@ -104,7 +109,7 @@ pub struct Config {
     pub rate: Option<f64>,
     /// How replies are checked.
     pub expect: Expect,
-    /// Timeout for connect, send and each receive.
+    /// Timeout for a connect, and for a request (its send and reply together).
     pub timeout: Duration,
     /// Highest error rate (errors / (ok + errors)) that still exits 0.
     pub max_error_rate: f64,
@@ -122,6 +127,7 @@ impl Config {
             transport,
             connect,
             connections: 8,
+            threads: default_threads(),
             stop: Stop::Duration(Duration::from_secs(10)),
             warmup: Duration::from_secs(2),
             size: 64,
@@ -139,6 +145,9 @@ impl Config {
     pub fn validate(&self) -> anyhow::Result<()> {
         if self.connections == 0 {
             bail!("--connections must be at least 1");
+        }
+        if self.threads == 0 {
+            bail!("--threads must be at least 1");
         }
         if self.size == 0 {
             bail!("--size must be at least 1 byte");
@@ -212,6 +221,8 @@ pub struct Output {
     pub json: bool,
     /// Show the progress line (only honoured when stderr is a terminal).
     pub progress: bool,
+    /// Human summary: add the latency distribution and percentile spectrum (`--latency`).
+    pub latency: bool,
 }
 
 /// Runs the load described by `cfg`, prints the report and returns the verdict.
@@ -229,9 +240,9 @@ pub fn run(cfg: &Config, out: Output, interrupt: &AtomicBool) -> anyhow::Result<
         )),
         None => None,
     };
-    let summary = worker::run_threads(cfg, out.progress, interrupt)?;
+    let summary = worker::run_loops(cfg, out.progress, interrupt)?;
     let report = Report::from_run(cfg, &summary);
-    report.print(out.json)?;
+    report.print(out.json, out.latency)?;
     if let Some((path, file)) = hist {
         histfile::write(file, cfg, &summary)
             .with_context(|| format!("write histogram file {}", path.display()))?;
@@ -239,11 +250,45 @@ pub fn run(cfg: &Config, out: Output, interrupt: &AtomicBool) -> anyhow::Result<
     Ok(report.verdict())
 }
 
+/// `--threads`' default: the CPUs this process may run on.
+pub fn default_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, usize::from)
+}
+
+/// Open files a run needs: one socket per connection, an epoll and a
+/// timerfd per event loop, and some to spare (stdio, `--hist`, the binary).
+pub fn open_files_needed(cfg: &Config) -> u64 {
+    cfg.connections as u64 + 2 * worker::loops(cfg) as u64 + 32
+}
+
+/// Raises RLIMIT_NOFILE's soft limit to its hard limit when the run needs
+/// more than the soft one allows. `Err` names the limit and the number
+/// needed (a usage error: exit 2).
+pub fn raise_open_file_limit(cfg: &Config) -> Result<(), String> {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let needed = open_files_needed(cfg);
+    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE)
+        .map_err(|e| format!("read RLIMIT_NOFILE (getrlimit): {e}"))?;
+    if needed <= soft {
+        return Ok(());
+    }
+    if needed > hard {
+        return Err(format!(
+            "--connections {} needs {needed} open files, but RLIMIT_NOFILE's hard limit is {hard}; \
+             raise it (ulimit -Hn, LimitNOFILE= in a systemd unit, or /etc/security/limits.conf)",
+            cfg.connections
+        ));
+    }
+    setrlimit(Resource::RLIMIT_NOFILE, hard, hard).map_err(|e| {
+        format!("raise RLIMIT_NOFILE's soft limit from {soft} to {hard} (setrlimit): {e}")
+    })
+}
+
 /// Merges saved `--hist` files into one report, prints it and returns the verdict.
 pub fn merge(files: &[PathBuf], max_error_rate: f64, out: Output) -> anyhow::Result<Verdict> {
     let summary = merge_files(files)?;
     let report = Report::from_merge(files, max_error_rate, &summary);
-    report.print(out.json)?;
+    report.print(out.json, out.latency)?;
     Ok(report.verdict())
 }
 

@@ -3,7 +3,9 @@
 //! Closed loop: as soon as the previous reply arrived. Open loop: at fixed
 //! intended times (`start + offset + k * period`), staggered across the
 //! connections so the total is `--rate`; a late request is sent at once, and
-//! its latency still counts from the intended time.
+//! its latency still counts from the intended time. A plan never waits: it
+//! says when the next request is due, and the event loop's timer wakes the
+//! connection then.
 
 use std::time::{Duration, Instant};
 
@@ -34,6 +36,8 @@ struct Pace {
 pub(crate) enum Next {
     /// Send now; latency counts from `intended`; `measured` is false in the warm-up.
     Go { intended: Instant, measured: bool },
+    /// Not yet: ask again at this instant.
+    Wait(Instant),
     /// This connection is done.
     Stop,
 }
@@ -64,15 +68,19 @@ impl Plan {
         }
     }
 
-    /// Waits until the next request is due, or says the connection is done.
-    /// `measured_so_far` is how many measured requests it has made.
-    pub fn next(&mut self, measured_so_far: u64) -> Next {
-        let now = Instant::now();
-        let intended = match &mut self.pace {
+    /// Duration runs: the instant no request is sent at or after.
+    pub fn end(&self) -> Option<Instant> {
+        self.end
+    }
+
+    /// Whether the next request is due at `now`, or when, or that the
+    /// connection is done. `measured_so_far` is how many measured requests
+    /// it has made.
+    pub fn next(&mut self, now: Instant, measured_so_far: u64) -> Next {
+        let intended = match &self.pace {
             None => now,
             Some(p) => {
                 let at = p.offset_ns + p.k as f64 * p.period_ns;
-                p.k += 1;
                 self.start + Duration::from_nanos(at as u64)
             }
         };
@@ -89,22 +97,12 @@ impl Plan {
             }
         }
         if intended > now {
-            wait_until(intended, now);
+            return Next::Wait(intended);
+        }
+        if let Some(p) = &mut self.pace {
+            p.k += 1;
         }
         Next::Go { intended, measured }
-    }
-}
-
-/// Sleeping wakes some tens of microseconds late, and in open loop that
-/// lateness would count as latency: sleep until just before `t`, then spin.
-/// The spin costs at most `SPIN` of CPU per request.
-fn wait_until(t: Instant, now: Instant) {
-    const SPIN: Duration = Duration::from_micros(40);
-    if t - now > SPIN {
-        std::thread::sleep(t - now - SPIN);
-    }
-    while Instant::now() < t {
-        std::hint::spin_loop();
     }
 }
 
@@ -131,8 +129,8 @@ mod tests {
             .collect();
         assert_eq!(quotas, [3, 3, 2, 2]);
         let mut p = Plan::new(&c, 3, start);
-        assert!(matches!(p.next(0), Next::Go { measured: true, .. }));
-        assert_eq!(p.next(2), Next::Stop);
+        assert!(matches!(p.next(start, 0), Next::Go { measured: true, .. }));
+        assert_eq!(p.next(start, 2), Next::Stop);
     }
 
     #[test]
@@ -141,14 +139,21 @@ mod tests {
         let c = cfg(Stop::Requests(6), Some(1000.0), 2);
         let start = Instant::now() - Duration::from_secs(1); // far behind schedule
         let mut p = Plan::new(&c, 1, start);
+        let now = Instant::now();
         let times: Vec<Duration> = (0..3)
-            .map(|i| match p.next(i) {
+            .map(|i| match p.next(now, i) {
                 Next::Go { intended, .. } => intended - start,
-                Next::Stop => panic!("stopped early"),
+                other => panic!("not due: {other:?}"),
             })
             .collect();
         let ms = Duration::from_millis;
         assert_eq!(times, [ms(1), ms(3), ms(5)]);
+        // On schedule, the next request is due in the future, and asking early does not skip it.
+        let mut p = Plan::new(&c, 1, now);
+        assert_eq!(p.next(now, 0), Next::Wait(now + ms(1)));
+        assert_eq!(p.next(now, 0), Next::Wait(now + ms(1)));
+        assert!(matches!(p.next(now + ms(1), 0), Next::Go { .. }));
+        assert_eq!(p.next(now + ms(1), 1), Next::Wait(now + ms(3)));
     }
 
     #[test]
@@ -157,7 +162,7 @@ mod tests {
         c.warmup = Duration::from_secs(5);
         let now = Instant::now();
         assert!(matches!(
-            Plan::new(&c, 0, now).next(0),
+            Plan::new(&c, 0, now).next(now, 0),
             Next::Go {
                 measured: false,
                 ..
@@ -165,10 +170,10 @@ mod tests {
         ));
         let started_long_ago = now - Duration::from_secs(7);
         assert!(matches!(
-            Plan::new(&c, 0, started_long_ago).next(0),
+            Plan::new(&c, 0, started_long_ago).next(now, 0),
             Next::Go { measured: true, .. }
         ));
         let over = now - Duration::from_secs(11);
-        assert_eq!(Plan::new(&c, 0, over).next(0), Next::Stop);
+        assert_eq!(Plan::new(&c, 0, over).next(now, 0), Next::Stop);
     }
 }

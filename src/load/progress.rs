@@ -8,9 +8,10 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{bounded, RecvTimeoutError, Sender};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
+use super::report::thousands;
 use super::{Config, Stop};
 
-/// Live counters one connection thread publishes for the progress line
+/// Live counters one event loop publishes for the progress line
 /// (own cache line).
 #[derive(Default)]
 #[repr(align(64))]
@@ -96,7 +97,20 @@ fn tick(
             cfg.warmup.as_secs_f64()
         ));
     } else {
-        bar.set_message(format!("{ok} ok, {errors} errors, {rate:.0} req/s"));
+        let eta = match cfg.stop {
+            Stop::Duration(d) => (cfg.warmup + d).saturating_sub(elapsed),
+            Stop::Requests(n) if rate > 0.0 => {
+                Duration::from_secs_f64(n.saturating_sub(ok + errors) as f64 / rate)
+            }
+            Stop::Requests(_) => Duration::ZERO,
+        };
+        bar.set_message(format!(
+            "{} ok, {} errors, {} req/s, ETA {}s",
+            thousands(ok),
+            thousands(errors),
+            thousands(rate as u64),
+            eta.as_secs_f64().ceil()
+        ));
     }
     (now, ok + errors)
 }

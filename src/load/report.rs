@@ -19,6 +19,11 @@ pub const FORMAT_VERSION: u32 = 1;
 pub struct Report {
     /// Schema version (currently 1).
     pub format_version: u32,
+    /// The sockload that wrote the report (`CARGO_PKG_VERSION`).
+    pub sockload_version: &'static str,
+    /// When the run (for a merge: the earliest run) started, RFC 3339 in
+    /// UTC; `null` when a merged file does not say.
+    pub started_at: Option<String>,
     /// `"run"` or `"merge"`.
     pub kind: &'static str,
     /// The run's full configuration; `null` for a merge.
@@ -33,12 +38,24 @@ pub struct Report {
     pub requests_total: u64,
     /// Requests that got a correct reply.
     pub requests_ok: u64,
+    /// Requests that got a correct reply during the warm-up (a run only;
+    /// `null` for a merge): with `requests_ok`, everything the server
+    /// answered this client.
+    pub warmup_ok: Option<u64>,
     /// Requests that failed, all kinds together.
     pub errors_total: u64,
     /// `requests_total` per second of the measured period.
     pub requests_per_s: f64,
     /// `requests_ok` per second of the measured period.
     pub ok_per_s: f64,
+    /// Bytes of measured requests written.
+    pub bytes_sent: u64,
+    /// Bytes of their replies read.
+    pub bytes_received: u64,
+    /// `bytes_sent` per second of the measured period.
+    pub sent_bytes_per_s: f64,
+    /// `bytes_received` per second of the measured period.
+    pub received_bytes_per_s: f64,
     /// `errors_total / requests_total` (0 when nothing was attempted).
     pub error_rate: f64,
     /// The allowed error rate the verdict was judged against.
@@ -58,6 +75,45 @@ pub struct Report {
     pub errors: Errors,
     /// The first error message seen for each kind that occurred.
     pub error_samples: std::collections::BTreeMap<&'static str, String>,
+    /// `--latency`: the percentile spectrum of each latency histogram (not in `--json`).
+    #[serde(skip)]
+    spectra: Vec<(&'static str, Spectrum)>,
+}
+
+/// One histogram's detailed percentile spectrum: (value us, percentile, count up to it).
+#[derive(Debug, Clone)]
+struct Spectrum {
+    rows: Vec<(u64, f64, u64)>,
+    mean: f64,
+    stdev: f64,
+    max: u64,
+    count: u64,
+}
+
+impl Spectrum {
+    fn of(h: &Histogram<u64>) -> Spectrum {
+        let rows = h
+            .iter_quantiles(2)
+            .map(|v| {
+                (
+                    v.value_iterated_to(),
+                    v.quantile_iterated_to(),
+                    v.count_since_last_iteration(),
+                )
+            })
+            .scan(0u64, |total, (value, q, n)| {
+                *total += n;
+                Some((value, q, *total))
+            })
+            .collect();
+        Spectrum {
+            rows,
+            mean: h.mean(),
+            stdev: h.stdev(),
+            max: h.max(),
+            count: h.len(),
+        }
+    }
 }
 
 /// Latency figures in microseconds.
@@ -73,12 +129,16 @@ pub struct Latency {
     pub stdev_us: f64,
     /// Median.
     pub p50_us: u64,
+    /// 75th percentile.
+    pub p75_us: u64,
     /// 90th percentile.
     pub p90_us: u64,
     /// 99th percentile.
     pub p99_us: u64,
     /// 99.9th percentile.
     pub p999_us: u64,
+    /// 99.99th percentile.
+    pub p9999_us: u64,
     /// Largest latency.
     pub max_us: u64,
 }
@@ -110,9 +170,11 @@ impl Latency {
             mean_us: round2(h.mean()),
             stdev_us: round2(h.stdev()),
             p50_us: q(0.5),
+            p75_us: q(0.75),
             p90_us: q(0.9),
             p99_us: q(0.99),
             p999_us: q(0.999),
+            p9999_us: q(0.9999),
             max_us: h.max(),
         }
     }
@@ -132,6 +194,7 @@ pub(crate) fn config_json(c: &Config) -> Value {
         "transport": c.transport.name(),
         "connect": c.connect.to_string(),
         "connections": c.connections,
+        "threads": super::worker::loops(c),
         "duration_s": duration_s,
         "requests": requests,
         "warmup_s": c.warmup.as_secs_f64(),
@@ -166,8 +229,11 @@ impl Report {
     ) -> Report {
         let e = |k| s.errors_of(k);
         let open = s.uncorrected.is_some();
+        let kind_is_run = merged_from.is_none();
         Report {
             format_version: FORMAT_VERSION,
+            sockload_version: env!("CARGO_PKG_VERSION"),
+            started_at: s.started_at.map(rfc3339),
             kind: if merged_from.is_some() {
                 "merge"
             } else {
@@ -179,9 +245,14 @@ impl Report {
             measured_s: round6(s.measured.as_secs_f64()),
             requests_total: s.total(),
             requests_ok: s.ok,
+            warmup_ok: (s.runs == 1 && kind_is_run).then_some(s.warmup_ok),
             errors_total: s.error_count(),
             requests_per_s: round2(s.requests_per_s),
             ok_per_s: round2(s.ok_per_s),
+            bytes_sent: s.bytes_sent,
+            bytes_received: s.bytes_received,
+            sent_bytes_per_s: round2(per_s(s.bytes_sent, s.measured)),
+            received_bytes_per_s: round2(per_s(s.bytes_received, s.measured)),
             error_rate: s.error_rate(),
             max_error_rate,
             passed: s.ok > 0 && s.error_rate() <= max_error_rate,
@@ -201,6 +272,16 @@ impl Report {
                 .iter()
                 .filter_map(|k| Some((k.name(), s.samples[k.index()].clone()?)))
                 .collect(),
+            spectra: match &s.uncorrected {
+                Some(u) => vec![
+                    (
+                        "corrected (from intended send time)",
+                        Spectrum::of(&s.latency),
+                    ),
+                    ("uncorrected (from actual send time)", Spectrum::of(u)),
+                ],
+                None => vec![("recorded latency", Spectrum::of(&s.latency))],
+            },
         }
     }
 
@@ -213,14 +294,19 @@ impl Report {
         }
     }
 
-    /// Prints the report on stdout: one line of JSON, or the human summary.
-    pub fn print(&self, json: bool) -> anyhow::Result<()> {
+    /// Prints the report on stdout: one line of JSON, or the human summary
+    /// (with `latency`, followed by the latency distribution and spectrum).
+    pub fn print(&self, json: bool, latency: bool) -> anyhow::Result<()> {
         let stdout = std::io::stdout();
         let text = if json {
             serde_json::to_string(self)? + "\n"
         } else {
             let colour = stdout.is_terminal() && std::env::var_os("NO_COLOR").is_none();
-            self.human(colour)
+            let mut text = self.human(colour);
+            if latency {
+                text += &self.distribution();
+            }
+            text
         };
         let mut out = stdout.lock();
         out.write_all(text.as_bytes())
@@ -240,13 +326,21 @@ impl Report {
         let mut out = String::new();
         out += &format!("{:<10}{}\n", "sockload", self.describe());
         out += &format!(
-            "{:<10}{} ok, {} errors in {:.2}s: {:.1} req/s ({:.1} ok/s)\n",
+            "{:<10}{} ok, {} errors in {:.2}s: {} req/s ({} ok/s)\n",
             "requests",
-            self.requests_ok,
-            self.errors_total,
+            thousands(self.requests_ok),
+            thousands(self.errors_total),
             self.measured_s,
-            self.requests_per_s,
-            self.ok_per_s
+            thousands_f(self.requests_per_s),
+            thousands_f(self.ok_per_s)
+        );
+        out += &format!(
+            "{:<10}{}/s sent, {}/s received ({} and {} in all)\n",
+            "transfer",
+            bytes(self.sent_bytes_per_s),
+            bytes(self.received_bytes_per_s),
+            bytes(self.bytes_sent as f64),
+            bytes(self.bytes_received as f64),
         );
         match (&self.corrected, &self.uncorrected) {
             (Some(c), Some(u)) => {
@@ -291,6 +385,62 @@ impl Report {
             )
         };
         out += &format!("{:<10}{verdict}: {why}\n", "result");
+        out
+    }
+
+    /// `--latency`: the distribution at wrk2's percentiles, then each
+    /// histogram's detailed percentile spectrum (values in milliseconds).
+    pub fn distribution(&self) -> String {
+        let mut out = String::new();
+        for (name, sp) in &self.spectra {
+            out += &format!("\nLatency distribution ({name})\n");
+            if sp.count == 0 {
+                out += "  no successful requests\n";
+                continue;
+            }
+            let l = match *name {
+                n if n.starts_with("uncorrected") => self.uncorrected.as_ref(),
+                _ => None,
+            }
+            .unwrap_or(&self.latency);
+            for (pct, v) in [
+                ("50.000%", l.p50_us),
+                ("75.000%", l.p75_us),
+                ("90.000%", l.p90_us),
+                ("99.000%", l.p99_us),
+                ("99.900%", l.p999_us),
+                ("99.990%", l.p9999_us),
+                ("100.000%", l.max_us),
+            ] {
+                out += &format!("{pct:>9}  {:>10}\n", us(v as f64));
+            }
+            out += "\n  Detailed percentile spectrum:\n";
+            out += &format!(
+                "{:>12} {:>12} {:>12} {:>16}\n",
+                "Value(ms)", "Percentile", "TotalCount", "1/(1-Percentile)"
+            );
+            for (value, q, total) in &sp.rows {
+                let inv = if *q < 1.0 {
+                    format!("{:.2}", 1.0 / (1.0 - q))
+                } else {
+                    "inf".into()
+                };
+                out += &format!(
+                    "{:>12.3} {:>12.6} {:>12} {:>16}\n",
+                    *value as f64 / 1e3,
+                    q,
+                    total,
+                    inv
+                );
+            }
+            out += &format!(
+                "#[Mean    = {:>12.3}, StdDeviation   = {:>12.3}]\n#[Max     = {:>12.3}, Total count    = {:>12}]\n",
+                sp.mean / 1e3,
+                sp.stdev / 1e3,
+                sp.max as f64 / 1e3,
+                sp.count
+            );
+        }
         out
     }
 
@@ -346,6 +496,53 @@ fn trim(x: f64) -> String {
     s.trim_end_matches('0').trim_end_matches('.').to_string()
 }
 
+fn per_s(n: u64, d: std::time::Duration) -> f64 {
+    match d.as_secs_f64() {
+        0.0 => 0.0,
+        secs => n as f64 / secs,
+    }
+}
+
+/// `1234567` as `1,234,567`.
+pub(crate) fn thousands(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// `12345.67` as `12,345.7`.
+fn thousands_f(x: f64) -> String {
+    let tenths = (x * 10.0).round().max(0.0) as u64;
+    format!("{}.{}", thousands(tenths / 10), tenths % 10)
+}
+
+/// `1.50 MiB`, `830 B` (binary units).
+fn bytes(x: f64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = x;
+    let mut unit = 0;
+    while v >= 1024.0 && unit < UNITS.len() - 1 {
+        v /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{v:.0} B")
+    } else {
+        format!("{v:.2} {}", UNITS[unit])
+    }
+}
+
+/// RFC 3339 in UTC with milliseconds: `2026-12-01T10:34:04.123Z`.
+fn rfc3339(t: std::time::SystemTime) -> String {
+    crate::log::Timestamp::at(t, 3).to_string()
+}
+
 fn round6(x: f64) -> f64 {
     (x * 1e6).round() / 1e6
 }
@@ -359,11 +556,13 @@ fn latency_line(l: &Latency) -> String {
         return "no successful requests".into();
     }
     format!(
-        "p50 {}  p90 {}  p99 {}  p99.9 {}  max {}  mean {}",
+        "p50 {}  p75 {}  p90 {}  p99 {}  p99.9 {}  p99.99 {}  max {}  mean {}",
         us(l.p50_us as f64),
+        us(l.p75_us as f64),
         us(l.p90_us as f64),
         us(l.p99_us as f64),
         us(l.p999_us as f64),
+        us(l.p9999_us as f64),
         us(l.max_us as f64),
         us(l.mean_us)
     )

@@ -72,6 +72,8 @@ impl fmt::Display for ErrorKind {
 /// What one thread measured; merged into a [`Summary`] at the end.
 pub(crate) struct ThreadStats {
     pub ok: u64,
+    /// Requests answered correctly during the warm-up (not measured).
+    pub warmup_ok: u64,
     pub errors: [u64; 6],
     /// First error message seen per kind (allocated only once per kind).
     pub samples: [Option<String>; 6],
@@ -81,17 +83,23 @@ pub(crate) struct ThreadStats {
     pub uncorrected: Option<Histogram<u64>>,
     /// When the last measured request completed, relative to the measure start.
     pub last_done: Duration,
+    /// Bytes of measured requests written, and of their replies read.
+    pub bytes_sent: u64,
+    pub bytes_received: u64,
 }
 
 impl ThreadStats {
     pub fn new(open_loop: bool) -> ThreadStats {
         ThreadStats {
             ok: 0,
+            warmup_ok: 0,
             errors: [0; 6],
             samples: Default::default(),
             latency: new_histogram(),
             uncorrected: open_loop.then(new_histogram),
             last_done: Duration::ZERO,
+            bytes_sent: 0,
+            bytes_received: 0,
         }
     }
 
@@ -127,6 +135,9 @@ fn micros(d: Duration) -> u64 {
 /// The measured outcome of a run (or of several merged runs).
 #[derive(Debug, Clone)]
 pub struct Summary {
+    /// Requests answered correctly during the warm-up (a run's only;
+    /// histogram files do not carry it).
+    pub warmup_ok: u64,
     /// Requests that got a correct reply.
     pub ok: u64,
     /// Failed requests by kind, indexed like [`ErrorKind::ALL`].
@@ -146,6 +157,13 @@ pub struct Summary {
     pub ok_per_s: f64,
     /// Number of runs this summary covers (1 for a plain run).
     pub runs: usize,
+    /// Bytes of measured requests written (the sum, for merged runs).
+    pub bytes_sent: u64,
+    /// Bytes of their replies read.
+    pub bytes_received: u64,
+    /// When the (earliest) run started, as Unix time; `None` if unknown
+    /// (a merged file from before sockload recorded it).
+    pub started_at: Option<std::time::SystemTime>,
 }
 
 impl Summary {
@@ -157,19 +175,24 @@ impl Summary {
             samples: Default::default(),
             latency: new_histogram(),
             uncorrected: open_loop.then(new_histogram),
+            warmup_ok: 0,
             measured: Duration::ZERO,
             requests_per_s: 0.0,
             ok_per_s: 0.0,
             runs: 0,
+            bytes_sent: 0,
+            bytes_received: 0,
+            started_at: None,
         }
     }
 
-    /// Folds the per-thread statistics of one run into a summary.
+    /// Folds the per-event-loop statistics of one run into a summary.
     pub(crate) fn from_threads(threads: Vec<ThreadStats>, open_loop: bool) -> Summary {
         let mut s = Summary::empty(open_loop);
         s.runs = 1;
         for t in threads {
             s.ok += t.ok;
+            s.warmup_ok += t.warmup_ok;
             for (sum, n) in s.errors.iter_mut().zip(t.errors) {
                 *sum += n;
             }
@@ -183,13 +206,22 @@ impl Summary {
                 sum.add(h).expect("same histogram bounds");
             }
             s.measured = s.measured.max(t.last_done);
+            s.bytes_sent += t.bytes_sent;
+            s.bytes_received += t.bytes_received;
         }
-        let secs = s.measured.as_secs_f64();
-        if secs > 0.0 {
-            s.requests_per_s = s.total() as f64 / secs;
-            s.ok_per_s = s.ok as f64 / secs;
-        }
+        let measured = s.measured;
+        s.set_measured(measured);
         s
+    }
+
+    /// Sets the measured period and the rates over it.
+    pub(crate) fn set_measured(&mut self, d: Duration) {
+        self.measured = d;
+        let secs = d.as_secs_f64();
+        if secs > 0.0 {
+            self.requests_per_s = self.total() as f64 / secs;
+            self.ok_per_s = self.ok as f64 / secs;
+        }
     }
 
     /// Total failed requests.

@@ -131,7 +131,10 @@ impl ForkRunner {
     /// The parent only accepts, forks and closes: any page it writes
     /// between forks is copied once per child, and its time is the server's
     /// throughput. So the child does the rest, and drops nothing.
+    /// Never inlined: tests/fork_child_faults.rs finds it by its symbol
+    /// (LLVM inlined it once code elsewhere in the crate changed).
     #[link_section = child_text!()]
+    #[inline(never)]
     fn run_child(
         &self,
         child: &sys::ForkChild,
