@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::{
-    dgram_request, listen_for, read_some, thread_count, wait_until, Conn, Dgram, Sockserv,
+    dgram_request, read_some, start_policy, thread_count, wait_until, Conn, Dgram, Sockserv,
 };
 
 const LIMIT: Duration = Duration::from_secs(10);
@@ -25,25 +25,6 @@ const LIMIT: Duration = Duration::from_secs(10);
 /// temp dir kept alive.
 fn start(transport: &str, extra: &[&str]) -> (Sockserv, Option<tempfile::TempDir>) {
     start_policy("event", transport, extra)
-}
-
-/// A sockserv under `policy` over `transport` (see [`start`]).
-fn start_policy(
-    policy: &str,
-    transport: &str,
-    extra: &[&str],
-) -> (Sockserv, Option<tempfile::TempDir>) {
-    let (listen, dir) = listen_for(transport);
-    let mut args = vec![
-        "--transport",
-        transport,
-        "--listen",
-        &listen,
-        "--policy",
-        policy,
-    ];
-    args.extend_from_slice(extra);
-    (Sockserv::start(&args), dir)
 }
 
 /// One request and its reply over any transport (streams read `want`

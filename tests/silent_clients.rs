@@ -9,23 +9,13 @@ mod common;
 use std::io::Read;
 use std::time::{Duration, Instant};
 
-use common::{listen_for, thread_count, wait_until, Conn, Sockserv};
+use common::{thread_count, wait_until, Conn, Sockserv};
 
 const LIMIT: Duration = Duration::from_secs(10);
 
 fn start(transport: &str, policy: &str, extra: &[&str]) -> (Sockserv, Option<tempfile::TempDir>) {
-    let (listen, dir) = listen_for(transport);
-    let mut args = vec![
-        "--transport",
-        transport,
-        "--listen",
-        &listen,
-        "--policy",
-        policy,
-        "--no-supervisor",
-    ];
-    args.extend_from_slice(extra);
-    (Sockserv::start(&args), dir)
+    let args = [&["--no-supervisor"], extra].concat();
+    common::start_policy(policy, transport, &args)
 }
 
 #[test]

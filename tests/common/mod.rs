@@ -134,6 +134,11 @@ impl Sockserv {
         }
     }
 
+    /// Whether the server process is alive (not gone, not a zombie).
+    pub fn is_running(&self) -> bool {
+        proc_state(self.pid).is_some_and(|s| s != 'Z')
+    }
+
     /// The server's pid.
     pub fn pid(&self) -> i32 {
         self.pid
@@ -823,4 +828,25 @@ pub fn wait_child(child: &mut Child, limit: Duration) -> Option<ExitStatus> {
     }
     let _ = child.wait();
     None
+}
+
+/// A sockserv under `policy` over `transport` on a fresh address (port 0,
+/// or a socket in a temp dir, kept alive by the returned guard), with
+/// `extra` flags.
+pub fn start_policy(
+    policy: &str,
+    transport: &str,
+    extra: &[&str],
+) -> (Sockserv, Option<tempfile::TempDir>) {
+    let (listen, dir) = listen_for(transport);
+    let mut args = vec![
+        "--transport",
+        transport,
+        "--listen",
+        &listen,
+        "--policy",
+        policy,
+    ];
+    args.extend_from_slice(extra);
+    (Sockserv::start(&args), dir)
 }
