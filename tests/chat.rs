@@ -347,7 +347,10 @@ fn fork_policy_and_several_workers_refuse_with_their_reason() {
         err.contains("under --policy fork every connection runs in a separate child"),
         "{err}"
     );
-    assert!(err.contains("use --policy thread, pool or sync"), "{err}");
+    assert!(
+        err.contains("use --policy thread, event, pool or sync"),
+        "{err}"
+    );
     let (code, err) = refusal(&[&base[..], &["--workers", "2"]].concat());
     assert_eq!(code, Some(2), "{err}");
     assert!(

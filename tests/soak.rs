@@ -16,7 +16,17 @@ use common::{json_u64, missing_tool, sockload_bin, sockserv_bin, spawn_script, w
 const POLICIES: [&str; 4] = ["sync", "fork", "thread", "pool"];
 
 fn start(policy: &str) -> Child {
-    let args = ["2.5", "--policies", policy, "--rate", "200"];
+    // 10 ms replies: a fork child lives long enough for the chaos loop to
+    // find one on a loaded CI machine (at 1 ms it once found none in 3 s).
+    let args = [
+        "2.5",
+        "--policies",
+        policy,
+        "--rate",
+        "200",
+        "--delay-ms",
+        "10",
+    ];
     let bins = ["--sockserv", sockserv_bin(), "--sockload", sockload_bin()];
     spawn_script("soak.sh", &[&args[..], &bins[..]].concat())
 }

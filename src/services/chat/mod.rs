@@ -47,7 +47,7 @@ use room::Sessions;
 pub const FORK_REFUSAL: &str =
     "--service chat keeps its room and logged-in users in one process's memory, \
      and under --policy fork every connection runs in a separate child with its own empty room; \
-     use --policy thread, pool or sync";
+     use --policy thread, event, pool or sync";
 
 /// Why chat refuses more than one supervisor worker.
 pub const WORKERS_REFUSAL: &str = "--service chat keeps its room in one process's memory, \
