@@ -10,6 +10,8 @@ use super::compare::{Cell, Results};
 
 const PANEL_W: u32 = 640;
 const PANEL_H: u32 = 300;
+/// The title and caption strip above the panels.
+const HEADER_H: u32 = 60;
 const COLOURS: [RGBColor; 4] = [
     RGBColor(31, 119, 180),
     RGBColor(255, 127, 14),
@@ -50,10 +52,22 @@ pub fn draw(r: &Results, path: &Path) -> anyhow::Result<()> {
             .map(|c| c.workload.as_str()),
     );
     anyhow::ensure!(!workloads.is_empty(), "no load cells to chart");
-    let height = PANEL_H * workloads.len() as u32;
+    let height = HEADER_H + PANEL_H * workloads.len() as u32;
     let root = SVGBackend::new(path, (PANEL_W * 2, height)).into_drawing_area();
     root.fill(&WHITE).context("draw background")?;
-    let rows = root.split_evenly((workloads.len(), 2));
+    let (header, body) = root.split_vertically(HEADER_H);
+    let title = "sockserv: requests/s and p99 latency per policy, one bar per transport";
+    header
+        .draw_text(title, &("sans-serif", 20).into_text_style(&header), (12, 8))
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    header
+        .draw_text(
+            &r.caption(),
+            &("sans-serif", 13).into_text_style(&header),
+            (12, 36),
+        )
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let rows = body.split_evenly((workloads.len(), 2));
     for (i, workload) in workloads.iter().enumerate() {
         let cells: Vec<&Cell> = r.cells.iter().filter(|c| &c.workload == workload).collect();
         for (j, metric) in [Metric::Rate, Metric::P99].into_iter().enumerate() {
@@ -125,6 +139,27 @@ where
                     colour.filled(),
                 ))
             });
+        // Each bar's value above it, so a tiny bar still reads.
+        let labels = cells
+            .iter()
+            .filter(|c| &c.transport == transport)
+            .filter_map(|c| {
+                let p = policies.iter().position(|p| p == &c.policy)?;
+                let v = metric.value(c);
+                let text = match metric {
+                    Metric::Rate if v >= 10_000.0 => format!("{:.0}k", v / 1000.0),
+                    Metric::Rate => format!("{v:.0}"),
+                    Metric::P99 => format!("{v:.1}"),
+                };
+                Some(Text::new(
+                    text,
+                    (p * slots + t, v + top * 0.01),
+                    ("sans-serif", 9).into_font(),
+                ))
+            });
+        chart
+            .draw_series(labels)
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
         chart
             .draw_series(bars)
             .map_err(|e| anyhow::anyhow!("{e}"))?
@@ -178,13 +213,27 @@ mod tests {
                 cell("thread", "unix", "persistent", 90000.0),
             ],
             idle: Vec::new(),
+            meta: serde_json::json!({"kind": "meta", "cpu": "Test CPU", "cpus": "2",
+                "kernel": "6.1", "rev": "abc1234", "stamp": "20261201T000000Z",
+                "duration_s": "2", "warmup_s": "0.5", "connections": "16"})
+            .as_object()
+            .cloned(),
         };
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("c.svg");
         draw(&r, &path).unwrap();
         let svg = std::fs::read_to_string(&path).unwrap();
         assert!(svg.starts_with("<svg"), "{}", &svg[..100.min(svg.len())]);
-        for label in ["fork", "thread", "tcp", "unix", "connect", "persistent"] {
+        for label in [
+            "fork",
+            "thread",
+            "tcp",
+            "unix",
+            "connect",
+            "persistent",
+            "Test CPU (2 CPUs), Linux 6.1, sockserv abc1234",
+            "9000",
+        ] {
             assert!(svg.contains(label), "chart lacks {label}");
         }
     }

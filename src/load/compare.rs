@@ -128,6 +128,31 @@ pub struct Results {
     pub cells: Vec<Cell>,
     /// Idle-memory measurements.
     pub idle: Vec<Idle>,
+    /// The run's settings and machine (`meta.json`: cpu, kernel, rev,
+    /// stamp, duration_s, ...), as strings, when the directory has one.
+    pub meta: Option<serde_json::Map<String, serde_json::Value>>,
+}
+
+impl Results {
+    /// One line naming the machine, the code, the date and the settings,
+    /// for a chart's caption; empty without `meta.json`.
+    pub fn caption(&self) -> String {
+        let Some(m) = &self.meta else {
+            return String::new();
+        };
+        let get = |k: &str| m.get(k).and_then(|v| v.as_str()).unwrap_or("?");
+        format!(
+            "{} ({} CPUs), Linux {}, sockserv {}, {}; {} s cells after {} s warm-up, {} connections",
+            get("cpu"),
+            get("cpus"),
+            get("kernel"),
+            get("rev"),
+            get("stamp"),
+            get("duration_s"),
+            get("warmup_s"),
+            get("connections")
+        )
+    }
 }
 
 /// Reads every `*.json` file in `dir`.
@@ -153,6 +178,7 @@ pub fn read_dir(dir: &Path) -> anyhow::Result<Results> {
                 serde_json::from_value(value)
                     .with_context(|| format!("idle {}", path.display()))?,
             ),
+            Some("meta") => out.meta = value.as_object().cloned(),
             _ => {} // not a comparison file (e.g. a raw sockload report)
         }
     }
