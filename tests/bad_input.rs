@@ -321,21 +321,11 @@ fn vanishing_client_leaves_server_serving(policy: &str, supervised: bool) {
     ];
     for (transport, how) in cases {
         let what = format!("{transport}/{policy} {how:?} supervised={supervised}");
-        let (listen, _dir) = listen_for(transport);
-        let mut args = vec![
-            "--transport",
-            transport,
-            "--listen",
-            &listen,
-            "--policy",
-            policy,
-            "--log-level",
-            "debug",
-        ];
+        let mut extra = vec!["--log-level", "debug"];
         if !supervised {
-            args.push("--no-supervisor");
+            extra.push("--no-supervisor");
         }
-        let mut server = Sockserv::start(&args);
+        let (mut server, _dir) = common::start_policy(policy, transport, &extra);
         let serving = serving_pid(&server, supervised);
         let fds_idle = fd_count(serving);
         let client = vanish(transport, &server.addr, how, &what);

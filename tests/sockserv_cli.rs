@@ -152,19 +152,9 @@ fn listening_line_carries_transport_policy_and_service() {
         .into_iter()
         .flat_map(|c| [(c, None), (c, Some("--no-supervisor"))])
     {
-        let (listen, _dir) = listen_for(transport);
-        let mut args = vec![
-            "--transport",
-            transport,
-            "--listen",
-            &listen,
-            "--policy",
-            policy,
-            "--service",
-            service,
-        ];
-        args.extend(supervisor);
-        let server = Sockserv::start(&args);
+        let mut extra = vec!["--service", service];
+        extra.extend(supervisor);
+        let (server, _dir) = common::start_policy(policy, transport, &extra);
         let line = server
             .wait_log(Duration::ZERO, |l| l.contains("\"msg\":\"listening\""))
             .unwrap();

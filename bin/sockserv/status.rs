@@ -57,6 +57,14 @@ fn text<'a>(v: &'a Value, k: &str) -> &'a str {
     v.get(k).and_then(Value::as_str).unwrap_or("?")
 }
 
+/// One line of the scoreboard's table, its columns aligned.
+fn row(c: [&str; 11]) -> String {
+    format!(
+        "{:>8} {:>4} {:<9} {:>8} {:>11} {:>11} {:>9} {:>8} {:>7} {:>10} {:>10}\n",
+        c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7], c[8], c[9], c[10]
+    )
+}
+
 /// The human scoreboard.
 fn render(v: &Value) -> String {
     let mut o = String::new();
@@ -70,8 +78,7 @@ fn render(v: &Value) -> String {
         num(v, "pid"),
         uptime
     ));
-    o.push_str(&format!(
-        "{:>8} {:>4} {:<9} {:>8} {:>11} {:>11} {:>9} {:>8} {:>7} {:>10} {:>10}\n",
+    o.push_str(&row([
         "pid",
         "gen",
         "state",
@@ -82,36 +89,37 @@ fn render(v: &Value) -> String {
         "children",
         "threads",
         "RSS KiB",
-        "PSS KiB"
-    ));
+        "PSS KiB",
+    ]));
     let empty = Vec::new();
     let workers = v.get("workers").and_then(Value::as_array).unwrap_or(&empty);
     let (mut rss, mut pss, mut threads, mut children) = (0, 0, 0, 0);
     for w in workers {
         let up = w.get("uptime_s").and_then(Value::as_f64).unwrap_or(0.0);
-        o.push_str(&format!(
-            "{:>8} {:>4} {:<9} {:>8.0} {:>11} {:>11} {:>9} {:>8} {:>7} {:>10} {:>10}\n",
-            num(w, "pid"),
-            num(w, "generation"),
+        let n = |k| num(w, k).to_string();
+        o.push_str(&row([
+            &n("pid"),
+            &n("generation"),
             text(w, "state"),
-            up,
-            num(w, "connections"),
-            num(w, "requests"),
-            num(w, "in_flight"),
-            num(w, "children"),
-            num(w, "threads"),
-            num(w, "rss_kib"),
-            num(w, "pss_kib")
-        ));
+            &format!("{up:.0}"),
+            &n("connections"),
+            &n("requests"),
+            &n("in_flight"),
+            &n("children"),
+            &n("threads"),
+            &n("rss_kib"),
+            &n("pss_kib"),
+        ]));
         rss += num(w, "rss_kib");
         pss += num(w, "pss_kib");
         threads += num(w, "threads");
         children += num(w, "children");
     }
     if let Some(m) = v.get("master").filter(|m| !m.is_null()) {
-        o.push_str(&format!(
-            "{:>8} {:>4} {:<9} {:>8} {:>11} {:>11} {:>9} {:>8} {:>7} {:>10} {:>10}\n",
-            num(v, "pid"),
+        let n = |k| num(m, k).to_string();
+        let pid = num(v, "pid").to_string();
+        o.push_str(&row([
+            &pid,
             "",
             "master",
             "",
@@ -119,10 +127,10 @@ fn render(v: &Value) -> String {
             "",
             "",
             "",
-            num(m, "threads"),
-            num(m, "rss_kib"),
-            num(m, "pss_kib")
-        ));
+            &n("threads"),
+            &n("rss_kib"),
+            &n("pss_kib"),
+        ]));
         rss += num(m, "rss_kib");
         pss += num(m, "pss_kib");
         threads += num(m, "threads");
