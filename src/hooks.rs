@@ -22,7 +22,9 @@ pub trait Hooks: Send + Sync + 'static {
     fn handle_timeout(&self) {}
 
     /// Called once per `serve_forever` loop iteration. Default: nothing
-    /// (the fork policy reaps children regardless).
+    /// (the fork policy reaps children regardless). Under
+    /// [`Policy::Event`](crate::Policy::Event) it is not called while an
+    /// event loop has been stuck in a handler for a second or more.
     fn service_actions(&self) {}
 
     /// Called when a handler failed or panicked; the server keeps serving.

@@ -479,9 +479,14 @@ impl Server {
 
     /// Python's `service_actions`: reaps children (fork policy) and
     /// finished threads, then calls the hook. Called by `serve_forever`.
+    /// Under [`Policy::Event`] the hook is skipped while a loop is stalled
+    /// in a handler, as a serving loop blocked in a handler would not call
+    /// it: the supervisor's heartbeat, sent from the hook, stops.
     fn service_actions(&mut self) {
         self.runner.reap(&self.dispatch);
-        self.dispatch.hooks.service_actions();
+        if !self.runner.stalled() {
+            self.dispatch.hooks.service_actions();
+        }
     }
 
     /// Python's `handle_timeout`: reaps, then calls the hook.

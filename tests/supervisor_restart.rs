@@ -146,3 +146,50 @@ fn a_stuck_worker_is_killed_with_its_children_and_replaced() {
         w.len() == 1 && w[0] != worker
     }));
 }
+
+#[test]
+fn an_event_worker_whose_loop_is_stuck_in_a_handler_is_replaced() {
+    // 1e9 hashing rounds keep the one loop busy for over a minute.
+    let server = Sockserv::start(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--workers",
+        "1",
+        "--policy",
+        "event",
+        "--threads",
+        "1",
+        "--service",
+        "cpu",
+        "--cpu-rounds",
+        "1000000000",
+        "--worker-timeout",
+        "2",
+    ]);
+    assert!(wait_until(Duration::from_secs(5), || workers(server.pid())
+        .len()
+        == 1));
+    let worker = workers(server.pid())[0];
+    // An idle loop still turns: no timeout while nothing is asked.
+    assert!(
+        server
+            .wait_log(Duration::from_secs(3), |l| l.contains("worker timed out"))
+            .is_none(),
+        "an idle event worker timed out: {}",
+        server.log_text()
+    );
+    let mut c = Conn::connect("tcp", &server.addr).unwrap();
+    std::io::Write::write_all(&mut c, b"spin\n").unwrap();
+    assert!(
+        server
+            .wait_log(Duration::from_secs(10), |l| l.contains("worker timed out"))
+            .is_some(),
+        "the stuck loop went unnoticed: {}",
+        server.log_text()
+    );
+    assert!(wait_until(Duration::from_secs(5), || gone(worker)));
+    assert!(wait_until(Duration::from_secs(5), || {
+        let w = workers(server.pid());
+        w.len() == 1 && w[0] != worker
+    }));
+}

@@ -40,18 +40,23 @@
 //!
 //! **What it cannot do.** A handler that blocks or burns CPU stalls every
 //! connection of its loop (the `cpu` service shows it); there is no
-//! isolation between connections. The supervisor's heartbeat comes from
-//! the serving thread, not the loops, so `--worker-timeout` does not see
-//! a stalled loop.
+//! isolation between connections.
+//!
+//! **Liveness.** Each loop stamps the time at every turn and sleeps at
+//! most [`TURN_EVERY`], so an idle loop still stamps. The serving thread
+//! skips `service_actions` (and with it the supervisor's heartbeat) while
+//! any loop's stamp is older than [`STALLED_AFTER`]: a loop stuck in a
+//! handler stops the heartbeat, and `--worker-timeout` replaces the
+//! worker as it would a stuck worker of any other policy.
 
 mod conn;
 mod evloop;
 mod slab;
 
-use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use mio::unix::SourceFd;
 use mio::{Interest, Poll, Waker};
@@ -64,6 +69,39 @@ use evloop::{Loop, LISTEN, WAKE};
 
 /// Replies kept for a client that does not read, by default: 1 MiB.
 pub(crate) const OUTPUT_LIMIT: usize = 1 << 20;
+
+/// The longest a loop sleeps in `epoll_wait`, so that it stamps its turn.
+pub(super) const TURN_EVERY: Duration = Duration::from_millis(250);
+
+/// A loop whose last turn is older than this is stalled (in a handler).
+pub(crate) const STALLED_AFTER: Duration = Duration::from_secs(1);
+
+/// When a loop last turned, in milliseconds since its runner's start.
+#[derive(Debug)]
+pub(super) struct TurnStamp {
+    base: Instant,
+    ms: AtomicU64,
+}
+
+impl TurnStamp {
+    fn new(base: Instant) -> TurnStamp {
+        TurnStamp {
+            base,
+            ms: AtomicU64::new(0),
+        }
+    }
+
+    /// Records a turn now (one relaxed store).
+    pub(super) fn turn(&self) {
+        let ms = self.base.elapsed().as_millis() as u64;
+        self.ms.store(ms, Ordering::Relaxed);
+    }
+
+    fn age(&self) -> Duration {
+        let now = self.base.elapsed();
+        now.saturating_sub(Duration::from_millis(self.ms.load(Ordering::Relaxed)))
+    }
+}
 
 /// What every loop of a server reads: serve, drain, or halt.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -116,6 +154,7 @@ impl Shared {
 struct LoopThread {
     waker: Waker,
     join: JoinHandle<()>,
+    stamp: Arc<TurnStamp>,
 }
 
 /// The event policy inside a server: its loops, started when serving
@@ -164,20 +203,29 @@ impl EventRunner {
             poll.registry()
                 .register(&mut SourceFd(&fd), LISTEN, Interest::READABLE)
                 .map_err(|e| Error::os("epoll_ctl ADD listener (event loop)", e))?;
+            let stamp = Arc::new(TurnStamp::new(Instant::now()));
+            stamp.turn();
             let lp = Loop::new(
                 poll,
                 Arc::clone(socket),
                 self.dispatch.clone(),
                 Arc::clone(&self.shared),
                 self.output_limit,
+                Arc::clone(&stamp),
             );
             let join = std::thread::Builder::new()
                 .name(format!("event-{i}"))
                 .spawn(move || lp.run())
                 .map_err(|e| Error::os("spawn event loop thread", e))?;
-            self.loops.push(LoopThread { waker, join });
+            self.loops.push(LoopThread { waker, join, stamp });
         }
         Ok(())
+    }
+
+    /// True while some loop has not turned for [`STALLED_AFTER`]: it is
+    /// stuck in a handler.
+    pub(super) fn stalled(&self) -> bool {
+        self.loops.iter().any(|l| l.stamp.age() >= STALLED_AFTER)
     }
 
     /// Connections open and datagrams in service.

@@ -279,6 +279,15 @@ impl Runner {
         }
     }
 
+    /// True while the policy's own serving threads are stuck: an event
+    /// loop that has not turned for a second (see `policy::event`).
+    pub(crate) fn stalled(&self) -> bool {
+        match self {
+            Runner::Event(e) => e.stalled(),
+            Runner::Sync | Runner::Fork(_) | Runner::Thread(_) | Runner::Pool(_) => false,
+        }
+    }
+
     /// Reaps finished children or threads without blocking.
     pub(crate) fn reap(&mut self, dispatch: &Dispatch) {
         match self {

@@ -19,7 +19,7 @@ mod dgram;
 
 use super::conn::{Conn, SendError};
 use super::slab::Slab;
-use super::{Mode, Shared};
+use super::{Mode, Shared, TurnStamp, TURN_EVERY};
 use crate::access::Outcome;
 use crate::addr::{Address, Transport};
 use crate::dispatch::{is_disconnect, Dispatch};
@@ -62,6 +62,8 @@ pub(super) struct Loop {
     pub(super) dispatch: Dispatch,
     pub(super) shared: Arc<Shared>,
     pub(super) output_limit: usize,
+    /// Stamped at every turn (see the runner's `stalled`).
+    stamp: Arc<TurnStamp>,
     entries: Slab<Entry>,
     timers: BinaryHeap<Reverse<(Instant, usize, u32)>>,
     buf: Vec<u8>,
@@ -95,6 +97,7 @@ impl Loop {
         dispatch: Dispatch,
         shared: Arc<Shared>,
         output_limit: usize,
+        stamp: Arc<TurnStamp>,
     ) -> Loop {
         let size = match dispatch.ctx.transport.is_stream() {
             true => READ_BUF,
@@ -106,6 +109,7 @@ impl Loop {
             dispatch,
             shared,
             output_limit,
+            stamp,
             entries: Slab::default(),
             timers: BinaryHeap::new(),
             buf: vec![0; size],
@@ -141,7 +145,9 @@ impl Loop {
             if self.draining && (self.entries.is_empty() || self.shared.past_deadline()) {
                 break;
             }
-            if let Err(e) = self.poll.poll(&mut events, self.timeout()) {
+            let polled = self.poll.poll(&mut events, self.timeout());
+            self.stamp.turn();
+            if let Err(e) = polled {
                 if e.kind() == io::ErrorKind::Interrupted {
                     continue;
                 }
@@ -177,7 +183,8 @@ impl Loop {
     }
 
     /// How long the next poll may sleep: until the next timer, idle sweep,
-    /// end of an accept back-off or the stop's deadline.
+    /// end of an accept back-off or the stop's deadline, and at most
+    /// [`TURN_EVERY`], so the loop stamps its turn while idle.
     fn timeout(&self) -> Option<Duration> {
         let now = Instant::now();
         let soonest = [
@@ -188,8 +195,9 @@ impl Loop {
         ]
         .into_iter()
         .flatten()
-        .min()?;
-        Some(soonest.saturating_duration_since(now))
+        .min();
+        let left = soonest.map_or(TURN_EVERY, |t| t.saturating_duration_since(now));
+        Some(left.min(TURN_EVERY))
     }
 
     // --- stream connections ---------------------------------------------
