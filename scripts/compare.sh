@@ -8,7 +8,9 @@
 # one server on loopback, samples its process tree (RSS, PSS, processes,
 # threads) every 200 ms while sockload loads it, and writes one JSON cell.
 # Then it holds --idle idle TCP connections against each policy and records
-# what they cost in memory. Finally `sockload report` prints the Markdown
+# what they cost in memory, and, with every policy at its default bounds,
+# times a normal client's request while N silent and N stalled connections
+# are held (the slow-clients row). Finally `sockload report` prints the Markdown
 # tables and draws the chart; both also go to the results directory.
 #
 # Usage: scripts/compare.sh [options]        (see --help)
@@ -33,8 +35,15 @@ Usage: scripts/compare.sh [options]
                       Python's servers among --policies (fork's
                       --max-children and thread's --max-threads raised to
                       the count); empty skips                            [none]
+  --slow LIST         slow clients: for each N, every policy at its default
+                      bounds (fork's --max-children, thread's --max-threads,
+                      Python's max_children 40) holds N silent and N
+                      stalled TCP connections while one normal client's
+                      request is timed; none skips                [10,100,1000]
+  --slow-bound S      the normal client's wait before "locked out"     [5]
   --quick             about a minute: tcp only, --duration 1 --warmup 0.25
-                      --idle 200 (flags given explicitly still win)
+                      --idle 200 --slow 10,100 (flags given explicitly
+                      still win)
   --results DIR       where the JSON files, compare.md and compare.svg go
                       (must be empty or absent)  [bench-results/compare-STAMP]
   --no-build          use the binaries already built
@@ -69,7 +78,7 @@ ALL_TRANSPORTS=tcp,unix,udp,unix-dgram
 ALL_WORKLOADS=persistent,connect,delay,cpu
 
 POLICIES=$ALL_POLICIES WORKLOADS=$ALL_WORKLOADS
-TRANSPORTS='' DURATION='' WARMUP='' IDLE='' QUICK=''
+TRANSPORTS='' DURATION='' WARMUP='' IDLE='' QUICK='' SLOW='' SLOW_BOUND=5
 SWEEP='' CONNS=16 WORKERS=4 POOL_THREADS='' DELAY_MS=10 CPU_ROUNDS=10000 PY_CPU_ROUNDS='' TIMEOUT=5 SOURCES=64
 RESULTS='' NO_BUILD=''
 
@@ -83,6 +92,8 @@ while (($#)); do
         --connections) CONNS=${2:?--connections needs a number}; shift ;;
         --idle) IDLE=${2:?--idle needs a number}; shift ;;
         --sweep) SWEEP=${2?--sweep needs a list of connection counts}; shift ;;
+        --slow) SLOW=${2:?--slow needs a list of counts, or none}; shift ;;
+        --slow-bound) SLOW_BOUND=${2:?--slow-bound needs seconds}; shift ;;
         --quick) QUICK=1 ;;
         --results) RESULTS=${2:?--results needs a directory}; shift ;;
         --no-build) NO_BUILD=1 ;;
@@ -101,7 +112,9 @@ done
 
 if [[ -n $QUICK ]]; then
     TRANSPORTS=${TRANSPORTS:-tcp} DURATION=${DURATION:-1} WARMUP=${WARMUP:-0.25} IDLE=${IDLE:-200}
+    SLOW=${SLOW:-10,100}
 fi
+SLOW=${SLOW:-10,100,1000}
 TRANSPORTS=${TRANSPORTS:-$ALL_TRANSPORTS} DURATION=${DURATION:-2} WARMUP=${WARMUP:-0.5}
 IDLE=${IDLE:-1000}
 NPROC=$(nproc)
@@ -127,7 +140,7 @@ done
 [[ $IDLE =~ ^[0-9]+$ ]] || die "--idle: not a number: $IDLE"
 [[ -z $PY_CPU_ROUNDS || $PY_CPU_ROUNDS =~ ^[1-9][0-9]*$ ]] \
     || die "--py-cpu-rounds: not a positive integer: $PY_CPU_ROUNDS"
-for kv in "duration=$DURATION" "warmup=$WARMUP" "timeout=$TIMEOUT"; do
+for kv in "duration=$DURATION" "warmup=$WARMUP" "timeout=$TIMEOUT" "slow-bound=$SLOW_BOUND"; do
     [[ ${kv#*=} =~ ^[0-9]+(\.[0-9]+)?$ ]] || die "--${kv%%=*}: not a number of seconds: ${kv#*=}"
 done
 ((CONNS <= 1000)) || die "--connections: at most 1000"
@@ -138,6 +151,15 @@ if [[ -n $SWEEP ]]; then
         [[ $n =~ ^[1-9][0-9]*$ ]] && ((n <= 100000)) \
             || die "--sweep: not a connection count from 1 to 100000: $n"
         ((n > SWEEP_MAX)) && SWEEP_MAX=$n
+    done
+fi
+SLOW_LIST=()
+if [[ $SLOW != none ]]; then
+    IFS=, read -r -a SLOW_LIST <<< "$SLOW"
+    for n in "${SLOW_LIST[@]}"; do
+        [[ $n =~ ^[1-9][0-9]*$ ]] && ((n <= 10000)) \
+            || die "--slow: not a connection count from 1 to 10000: $n"
+        ((n > SWEEP_MAX)) && SWEEP_MAX=$n # room in the open-files limit below
     done
 fi
 IFS=, read -r -a POLICY_LIST <<< "$POLICIES"
@@ -254,15 +276,16 @@ fi
     || log "open-files limit $(ulimit -n) is too low for $IDLE idle connections; holding may fail"
 
 # --- Servers. -------------------------------------------------------------
-SEQ=0
+SEQ=0 DEFAULT_BOUNDS=''
 SERVER_ADDR='' SERVER_CMD=''
 
 # start_server POLICY TRANSPORT SERVICE: on loopback (port 0) or a socket in
 # TMP; sets SERVER_PID, SERVER_ADDR (what sockload --connect takes), SERVER_CMD.
 start_server() {
-    local policy=$1 transport=$2 service=$3 listen i
+    local policy=$1 transport=$2 service=$3 listen i py_children=$MAX_CHILDREN
     local out=$TMP/server.out err=$TMP/server.err
     local -a cmd
+    [[ -n $DEFAULT_BOUNDS ]] && py_children=40 # ForkingMixIn.max_children
     SEQ=$((SEQ + 1))
     CONTROL=
     case $transport in
@@ -273,7 +296,8 @@ start_server() {
         py-*)
             [[ $listen == *:0 ]] && listen=0
             cmd=(python3 "$BENCH_SRC/py_echo.py" "${policy#py-}" "$listen" --transport "$transport"
-                --service "$service" --delay-ms "$DELAY_MS" --max-children "$MAX_CHILDREN")
+                --service "$service" --delay-ms "$DELAY_MS"
+                --max-children "$py_children")
             if [[ -n $CPU_US ]]; then
                 cmd+=(--cpu-us "$CPU_US")
             else
@@ -290,8 +314,10 @@ start_server() {
             esac
             case $policy in
                 prefork) cmd+=(--policy sync --workers "$WORKERS") ;;
-                fork) cmd+=(--no-supervisor --policy fork --max-children "$MAX_CHILDREN") ;;
-                thread) cmd+=(--no-supervisor --policy thread --max-threads "$MAX_THREADS") ;;
+                fork) cmd+=(--no-supervisor --policy fork)
+                    [[ -n $DEFAULT_BOUNDS ]] || cmd+=(--max-children "$MAX_CHILDREN") ;;
+                thread) cmd+=(--no-supervisor --policy thread)
+                    [[ -n $DEFAULT_BOUNDS ]] || cmd+=(--max-threads "$MAX_THREADS") ;;
                 pool) cmd+=(--no-supervisor --policy pool --threads "$POOL_THREADS") ;;
                 *) cmd+=(--no-supervisor --policy "$policy") ;;
             esac
@@ -536,6 +562,42 @@ if ((IDLE > 0)); then
     done
 fi
 
+# --- Slow clients. --------------------------------------------------------
+# slow POLICY N: N silent and N stalled TCP connections held against a fresh
+# server at its default bounds, and the latency of one normal request.
+slow() {
+    local policy=$1 k=$2 file
+    file=$RESULTS/slow-$policy-$k.json
+    START_ERROR=
+    DEFAULT_BOUNDS=1
+    if ! start_server "$policy" tcp echo; then
+        DEFAULT_BOUNDS=
+        python3 - "$file" "$policy" "$k" "$SLOW_BOUND" "$START_ERROR" <<'PY'
+import json, sys
+out, policy, k, bound, err = sys.argv[1:]
+json.dump({"kind": "slow", "policy": policy, "transport": "tcp", "silent": int(k),
+           "stalled": int(k), "bound_s": float(bound), "latency_us": None,
+           "locked_out": False, "refused": True, "note": err}, open(out, "w"))
+PY
+        return 0
+    fi
+    DEFAULT_BOUNDS=
+    run_bg timeout -s KILL $((60 + k / 100)) python3 "$CMP_SRC/slow.py" --connect "$SERVER_ADDR" \
+        --transport tcp --policy "$policy" -n "$k" --bound "$SLOW_BOUND" --out "$file" \
+        || log "slow clients: $policy with $k: the probe failed"
+    kill -0 "$SERVER_PID" 2>/dev/null || log "slow clients: $policy with $k: the server exited"
+    stop_server
+}
+
+if ((${#SLOW_LIST[@]})); then
+    log "slow clients: ${SLOW_LIST[*]} silent + as many stalled connections against each policy"
+    for k in "${SLOW_LIST[@]}"; do
+        for policy in "${POLICY_LIST[@]}"; do
+            slow "$policy" "$k"
+        done
+    done
+fi
+
 # --- Report. --------------------------------------------------------------
 rev=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)
 if [[ -n $(git -C "$ROOT" status --porcelain -- src bin 2>/dev/null) ]]; then rev+="+dirty"; fi
@@ -546,7 +608,7 @@ WALL=$((SECONDS - T0))
 python3 "$CMP_SRC/results.py" meta --out "$RESULTS/meta.json" "stamp=$STAMP" "rev=$rev" \
     "cpus=$NPROC" "cpu=$cpu" "kernel=$(uname -r)" "policies=$POLICIES" "transports=$TRANSPORTS" \
     "workloads=$WORKLOADS" "duration_s=$DURATION" "warmup_s=$WARMUP" "connections=$CONNS" \
-    "idle=$IDLE" "workers=$WORKERS" "pool_threads=$POOL_THREADS" "delay_ms=$DELAY_MS" \
+    "idle=$IDLE" "slow=$SLOW" "slow_bound_s=$SLOW_BOUND" "workers=$WORKERS" "pool_threads=$POOL_THREADS" "delay_ms=$DELAY_MS" \
     "cpu_rounds=$CPU_ROUNDS" "timeout_s=$TIMEOUT" "max_children=$MAX_CHILDREN" "sources=$SOURCES" \
     "loadavg_start=$LOAD_START" "loadavg_end=$LOAD_END" "wall_s=$WALL"
 
@@ -571,7 +633,11 @@ socketserver with ForkingMixIn / ThreadingMixIn (scripts/bench/py_echo.py); thei
 handler runs the same hashing loop in pure Python${py_cpu_how}; see the notes. req/s counts every measured request, failed
 ones too (see errors); peak figures are the largest seen in 200 ms samples of the server's
 whole process tree (master, workers, children). Idle: PSS of the tree fresh and then
-holding idle TCP connections (one round trip each).
+holding idle TCP connections (one round trip each). Slow clients: each policy at its
+default bounds (sockserv's defaults; Python's ForkingMixIn max_children 40) holds N
+connections that never send a byte and N that sent 3 bytes of a line and stopped,
+then one normal client's echo request is timed from its connect; no answer within
+${SLOW_BOUND} s is "locked out".
 EOF
     local -a chart=()
     # The chart draws the matrix; the sweep is a table only.
