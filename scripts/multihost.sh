@@ -24,6 +24,8 @@ hosts mode (load hosts reached over ssh; keys, no password prompts):
                        the hosts' clocks must agree (NTP) to well under that
   --sockload PATH      the sockload binary on the load hosts (sockload)
   --no-pdsh            plain ssh even when pdsh is installed
+  --ssh-option OPT     passed to every ssh as -o OPT (e.g. Port=2222);
+                       repeatable
   SOCKLOAD-ARGS        sockload's own flags (--connect is required; not --json
                        or --hist, which the script adds)
 
@@ -38,6 +40,11 @@ hosts mode (load hosts reached over ssh; keys, no password prompts):
   --warmup D           each run's warm-up (0s: so every request the server
                        answers is counted by a run)
   --policy P --workers N --service S   sockserv's (thread, 2, echo)
+  --via exec|ssh       how the load hosts' runs start (exec): `ip netns exec`,
+                       or ssh, as in hosts mode: an sshd (openssh-server)
+                       runs in every client namespace with a key and host key
+                       made for the run, and ssh connects to root@198.18.0.11...
+                       from the server namespace
   --sockserv PATH      the sockserv binary (target/release/sockserv)
   --sockload PATH      the sockload binary (target/release/sockload)
 
@@ -76,6 +83,9 @@ out=""
 no_pdsh=0
 sockload_remote=""
 merge_sockload=""
+via=exec
+ssh_opts=(-o BatchMode=yes)
+ssh_prefix=()
 sockserv=""
 duration=2s
 connections=4
@@ -99,6 +109,8 @@ while [ $# -gt 0 ]; do
     --start-in) start_in=${2:?}; shift ;;
     --out) out=${2:?}; shift ;;
     --no-pdsh) no_pdsh=1 ;;
+    --ssh-option) ssh_opts+=(-o "${2:?--ssh-option needs an OPTION=VALUE}"); shift ;;
+    --via) via=${2:?}; shift ;;
     --sockload) sockload_remote=${2:?}; shift ;;
     --merge-sockload) merge_sockload=${2:?}; shift ;;
     --sockserv) sockserv=${2:?}; shift ;;
@@ -119,6 +131,7 @@ for a in ${load_args[@]+"${load_args[@]}"}; do
     case $a in --json | --hist | --hist=*) usage_error "do not pass $a: the script adds it" ;; esac
 done
 [[ $netns =~ ^[0-9]+$ ]] && [ "$netns" -le 200 ] || usage_error "--netns $netns: not a count from 1 to 200"
+case $via in exec | ssh) ;; *) usage_error "--via $via: expected exec or ssh" ;; esac
 if [ "$netns" -gt 0 ]; then
     [ ${#hosts[@]} -eq 0 ] || usage_error "--hosts and --netns exclude each other"
     for a in ${load_args[@]+"${load_args[@]}"}; do
@@ -133,6 +146,7 @@ if [ "$netns" -gt 0 ]; then
     merge_sockload=${merge_sockload:-$sockload_remote}
     [ -x "$sockserv" ] || die "$sockserv: no sockserv binary there (cargo build --release, or --sockserv PATH)"
 else
+    [ "$via" = exec ] || usage_error "--via is for --netns mode (hosts mode always uses ssh)"
     [ ${#hosts[@]} -gt 0 ] || usage_error "give --hosts, --hosts-file or --netns K"
     printf '%s\n' ${load_args[@]+"${load_args[@]}"} | grep -q -- '^--connect' ||
         usage_error "give sockload's --connect ADDR after -- (the server as the load hosts reach it)"
@@ -248,7 +262,8 @@ run_everywhere() { # RUNNER-KIND
                 start_group ip netns exec "$host" sh -c "$script" >"$out/$base.out" 2>"$out/$base.err"
             else
                 # The script on stdin, run by sh whatever the login shell is.
-                start_group ssh -o BatchMode=yes -- "$host" sh -s <<<"$script" >"$out/$base.out" 2>"$out/$base.err"
+                start_group ${ssh_prefix[@]+"${ssh_prefix[@]}"} ssh "${ssh_opts[@]}" -- "$host" sh -s \
+                    <<<"$script" >"$out/$base.out" 2>"$out/$base.err"
             fi
             pids+=("$started")
         done
@@ -273,7 +288,8 @@ run_everywhere() { # RUNNER-KIND
 run_pdsh() { # SCRIPT
     local list rc=0 i
     list=$(IFS=,; echo "${hosts[*]}")
-    start_group pdsh -S -R ssh -w "$list" "$1" >"$work/pdsh.out" 2>"$out/pdsh.err"
+    PDSH_SSH_ARGS_APPEND="${ssh_opts[*]}" start_group pdsh -S -R ssh -w "$list" "$1" \
+        >"$work/pdsh.out" 2>"$out/pdsh.err"
     wait "$started" || rc=1
     for i in "${!hosts[@]}"; do
         awk -v h="${hosts[$i]}: " 'index($0, h) == 1 { print substr($0, length(h) + 1) }' \
@@ -304,6 +320,46 @@ make_namespaces() {
         ip -n "$ns" link set eth0 up
         hosts+=("$ns")
     done
+}
+
+# --via ssh: an sshd in every client namespace, reached from the server
+# namespace with a client key and a host key made for this run (in $work,
+# removed with it), so the runs take hosts mode's path: ssh, sh -s, the
+# output back over the connection. The load hosts become root@ADDR.
+start_sshds() {
+    local sshd i ns addr user conf
+    sshd=$(command -v sshd || echo /usr/sbin/sshd)
+    [ -x "$sshd" ] || die "sshd: not installed (apt-get install openssh-server)"
+    command -v ssh-keygen >/dev/null || die "ssh-keygen: not installed (apt-get install openssh-client)"
+    ssh-keygen -q -t ed25519 -N '' -C multihost -f "$work/client_key" || die "ssh-keygen failed"
+    ssh-keygen -q -t ed25519 -N '' -C multihost -f "$work/host_key" || die "ssh-keygen failed"
+    cp "$work/client_key.pub" "$work/authorized_keys"
+    # sshd refuses to start without its privilege-separation directory.
+    [ -d /run/sshd ] || mkdir -p -m 0755 /run/sshd || die "mkdir /run/sshd failed"
+    user=$(id -un)
+    hosts=()
+    for i in $(seq "$netns"); do
+        ns=mh$$-c$i addr=198.18.0.$((10 + i)) conf=$work/sshd-$i.conf
+        printf '%s\n' "ListenAddress $addr:22" "HostKey $work/host_key" \
+            "AuthorizedKeysFile $work/authorized_keys" "PidFile none" "StrictModes no" \
+            "UsePAM no" "PasswordAuthentication no" "KbdInteractiveAuthentication no" \
+            "PermitRootLogin prohibit-password" >"$conf"
+        start_group ip netns exec "$ns" "$sshd" -D -e -f "$conf" </dev/null >/dev/null 2>"$out/sshd-$i.log"
+        echo "$addr $(cut -d' ' -f1,2 "$work/host_key.pub")" >>"$work/known_hosts"
+        hosts+=("$user@$addr")
+    done
+    for i in $(seq "$netns"); do
+        addr=198.18.0.$((10 + i))
+        for _ in $(seq 100); do
+            ip netns exec "mh$$-c$i" ss -Hltn "sport = :22" 2>/dev/null | grep -q "$addr:22" && continue 2
+            sleep 0.05
+        done
+        die "sshd in mh$$-c$i did not listen on $addr:22 within 5 s: $(tr '\n' ' ' <"$out/sshd-$i.log")"
+    done
+    ssh_prefix=(ip netns exec "mh$$-srv")
+    ssh_opts+=(-F /dev/null -i "$work/client_key" -o IdentitiesOnly=yes
+        -o UserKnownHostsFile="$work/known_hosts" -o StrictHostKeyChecking=yes)
+    no_pdsh=1
 }
 
 status_json() { "$sockserv" status --control "$work/control.sock" --json 2>/dev/null; }
@@ -399,7 +455,12 @@ if [ "$netns" -gt 0 ]; then
     start_server
     load_args=(--connect 198.18.0.1:9000 --duration "$duration" --warmup "$warmup"
         --connections "$connections" ${load_args[@]+"${load_args[@]}"})
-    run_everywhere netns || status=1
+    if [ "$via" = ssh ]; then
+        start_sshds
+        run_everywhere ssh || status=1
+    else
+        run_everywhere netns || status=1
+    fi
     quiet_status
     stop_server
 else

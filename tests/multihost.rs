@@ -3,7 +3,9 @@
 //! report must count exactly what the runs counted and what the server
 //! itself answered, its percentiles must lie within the runs', and every
 //! namespace and process must be gone afterwards, Ctrl-C included.
-//! Skipped, with the reason, where `ip netns add` is not permitted.
+//! `--via ssh` takes the hosts-mode path for real: an sshd in each client
+//! namespace, ssh from the server namespace. Skipped, with the reason,
+//! where `ip netns add` is not permitted (or, for ssh, sshd is missing).
 
 mod common;
 
@@ -18,12 +20,19 @@ use common::{
 
 const CLIENTS: usize = 3;
 
-/// Starts the script with 3 client namespaces, unless this box refuses
-/// namespaces (then says so and returns None).
-fn start(duration: &str) -> Option<(tempfile::TempDir, Child)> {
+/// Starts the script with 3 client namespaces, the runs started `via`
+/// exec or ssh, unless this box refuses namespaces (then says so and
+/// returns None).
+fn start(duration: &str, via: &str) -> Option<(tempfile::TempDir, Child)> {
     if let Some(why) = missing_tool(&["jq", "setsid"]).or_else(netns_refused) {
         eprintln!("skipped: multihost --netns needs network namespaces here: {why}");
         return None;
+    }
+    if via == "ssh" {
+        if let Some(why) = missing_tool(&["sshd", "ssh", "ssh-keygen"]) {
+            eprintln!("skipped: multihost --via ssh needs openssh-server and -client: {why}");
+            return None;
+        }
     }
     let out = tempfile::tempdir().unwrap();
     let clients = CLIENTS.to_string();
@@ -45,6 +54,8 @@ fn start(duration: &str) -> Option<(tempfile::TempDir, Child)> {
             sockserv_bin(),
             "--sockload",
             sockload_bin(),
+            "--via",
+            via,
             "--out",
             dir,
         ],
@@ -79,7 +90,26 @@ fn assert_torn_down(script_pid: u32, out: &Path) {
 
 #[test]
 fn netns_merge_counts_what_the_runs_and_the_server_counted() {
-    let Some((out, mut child)) = start("2s") else {
+    merge_counts_what_the_runs_and_the_server_counted("exec", |pid, i| format!("mh{pid}-c{i}"));
+}
+
+#[test]
+fn netns_over_ssh_merge_counts_what_the_runs_and_the_server_counted() {
+    merge_counts_what_the_runs_and_the_server_counted("ssh", |_, i| {
+        format!("{}_198.18.0.{}", whoami(), 10 + i)
+    });
+}
+
+/// The user ssh logs in as (the script's `id -un`).
+fn whoami() -> String {
+    let out = std::process::Command::new("id").arg("-un").output().unwrap();
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+/// Runs the script for 2 s and checks its counts; `host` names load host
+/// `i`'s files for the script's pid.
+fn merge_counts_what_the_runs_and_the_server_counted(via: &str, host: fn(u32, usize) -> String) {
+    let Some((out, mut child)) = start("2s", via) else {
         return;
     };
     let pid = child.id();
@@ -94,7 +124,7 @@ fn netns_merge_counts_what_the_runs_and_the_server_counted() {
     assert_torn_down(pid, out.path());
 
     let runs: Vec<serde_json::Value> = (1..=CLIENTS)
-        .map(|i| read_json(&out.path().join(format!("{i:02}-mh{pid}-c{i}.json"))))
+        .map(|i| read_json(&out.path().join(format!("{i:02}-{}.json", host(pid, i)))))
         .collect();
     let merged = read_json(&out.path().join("merged.json"));
     let server = read_json(&out.path().join("server-status.json"));
@@ -128,7 +158,7 @@ fn netns_merge_counts_what_the_runs_and_the_server_counted() {
 
 #[test]
 fn netns_ctrl_c_tears_down_every_namespace_and_process() {
-    let Some((out, mut child)) = start("60s") else {
+    let Some((out, mut child)) = start("60s", "exec") else {
         return;
     };
     let pid = child.id();
