@@ -23,7 +23,7 @@ runs whole chaos cycles until its share is used, at least one:
 each waited for, with a deadline, before the next.
 
 options:
-  --policies LIST      comma-separated (sync,fork,thread,pool)
+  --policies LIST      comma-separated (sync,fork,thread,pool,event)
   --rate R             sockload's total rate, requests/s (500)
   --connections N      sockload's connections (4): the most requests that can
                        be in flight when a process is killed
@@ -52,7 +52,7 @@ die() {
 repo=$(cd "$(dirname "$0")/.." && pwd)
 target=${CARGO_TARGET_DIR:-$repo/target}
 seconds=60
-policies=sync,fork,thread,pool
+policies=sync,fork,thread,pool,event
 rate=500
 connections=4
 delay_ms=1
@@ -78,7 +78,7 @@ done
 [[ $connections =~ ^[0-9]+$ ]] && [ "$connections" -ge 1 ] || { echo "soak: --connections $connections: not a count" >&2; exit 2; }
 IFS=, read -r -a plist <<<"$policies"
 for p in "${plist[@]}"; do
-    case $p in sync | fork | thread | pool) ;; *) echo "soak: unknown policy $p" >&2; exit 2 ;; esac
+    case $p in sync | fork | thread | pool | event) ;; *) echo "soak: unknown policy $p" >&2; exit 2 ;; esac
 done
 for b in "$sockserv" "$sockload"; do
     [ -x "$b" ] || die "$b: not built (cargo build --release, or --sockserv/--sockload PATH)"

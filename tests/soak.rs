@@ -1,7 +1,7 @@
 //! `scripts/soak.sh`, the chaos soak, in a short version: each policy gets
 //! 2.5 s of chaos (at least one whole cycle: a worker and a fork child
 //! SIGKILLed, a worker SIGSTOPped until --worker-timeout replaces it, TTIN,
-//! TTOU, HUP and USR2) under a steady sockload stream. The four policies
+//! TTOU, HUP and USR2) under a steady sockload stream. The five policies
 //! run at once, each with its own server and load, so the test takes about
 //! one policy's time. Every must-be-zero field of each policy's JSON line is
 //! checked, and that the chaos really happened.
@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use common::{json_u64, missing_tool, sockload_bin, sockserv_bin, spawn_script, wait_child};
 
-const POLICIES: [&str; 4] = ["sync", "fork", "thread", "pool"];
+const POLICIES: [&str; 5] = ["sync", "fork", "thread", "pool", "event"];
 
 fn start(policy: &str) -> Child {
     // 10 ms replies: a fork child lives long enough for the chaos loop to
