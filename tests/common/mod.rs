@@ -850,3 +850,51 @@ pub fn start_policy(
     args.extend_from_slice(extra);
     (Sockserv::start(&args), dir)
 }
+
+impl Conn {
+    /// Sets the write timeout.
+    pub fn set_write_timeout(&self, t: Option<Duration>) {
+        match self {
+            Conn::Tcp(s) => s.set_write_timeout(t).unwrap(),
+            Conn::Unix(s) => s.set_write_timeout(t).unwrap(),
+        }
+    }
+
+    /// Closes the sending side (the server reads end-of-file).
+    pub fn shutdown_write(&self) -> std::io::Result<()> {
+        match self {
+            Conn::Tcp(s) => s.shutdown(std::net::Shutdown::Write),
+            Conn::Unix(s) => s.shutdown(std::net::Shutdown::Write),
+        }
+    }
+}
+
+/// Resident memory of `root` and all its descendants, KiB (from
+/// /proc/PID/status).
+pub fn tree_rss_kib(root: i32) -> u64 {
+    std::iter::once(root)
+        .chain(descendants(root))
+        .filter_map(|p| std::fs::read_to_string(format!("/proc/{p}/status")).ok())
+        .filter_map(|s| {
+            let line = s.lines().find(|l| l.starts_with("VmRSS:"))?.to_owned();
+            line.split_whitespace().nth(1)?.parse::<u64>().ok()
+        })
+        .sum()
+}
+
+/// A deterministic stream of arbitrary bytes (newlines and NULs among
+/// them), different for each `seed`.
+pub fn random_bytes(seed: u64, n: usize) -> Vec<u8> {
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15 ^ seed.wrapping_mul(0x2545_f491_4f6c_dd1d);
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+/// The policies sockserv serves stream and datagram transports under.
+pub const POLICIES: [&str; 5] = ["sync", "fork", "thread", "pool", "event"];
