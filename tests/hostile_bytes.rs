@@ -13,7 +13,9 @@ mod common;
 use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 
-use common::{random_bytes, start_policy, tree_rss_kib, Conn, Sockserv};
+use common::{
+    random_bytes, start_policy, tree_private_dirty_kib, tree_rss_kib, Conn, PeakMemory, Sockserv,
+};
 
 const LIMIT: Duration = Duration::from_secs(10);
 const SERVICES: [&str; 6] = ["echo", "upper", "time", "discard", "delay", "cpu"];
@@ -23,6 +25,16 @@ const STREAMS: [&str; 2] = ["tcp", "unix"];
 /// stack, allocator slack), far below what holding a 1 MiB line per
 /// connection would cost.
 const GROWTH_KIB: u64 = 16 * 1024;
+
+/// 1 MiB lines sent at once, and what they may cost the server at their
+/// peak: half of what holding them would (measured: under 0.5 MiB).
+const LINES: usize = 8;
+const BURST_KIB: u64 = 4 * 1024;
+
+/// The serving process's own resident memory, KiB.
+fn own_rss(srv: &Sockserv) -> u64 {
+    common::proc_kib(srv.pid(), "status", "VmRSS:")
+}
 
 /// Sends `data`, closes the sending side, and reads everything the server
 /// answers until it closes (a reader thread drains meanwhile, so a server
@@ -80,23 +92,44 @@ fn abuse(policy: &str, transport: &str, service: &str) {
         "upper" => assert_eq!(got, b"A\0B\n", "{what}: NUL"),
         _ => assert!(got.is_empty(), "{what}: NUL"),
     }
-    // A 1 MiB line without a newline: a line service answers an error and
-    // lets go; a byte-stream one (echo, upper, discard, delay, cpu answer
-    // each read as it comes) streams it back in bounded memory.
-    let line = vec![b'x'; 1 << 20];
-    let got = exchange(transport, addr, &line);
-    let text = String::from_utf8_lossy(&got);
-    let ok = match service {
-        "echo" | "delay" | "cpu" => got == line,
-        "upper" => got.len() == line.len() && got.iter().all(|&b| b == b'X'),
-        "discard" => got.is_empty(),
-        _ => got == b"error: line longer than 4096 bytes\n",
-    };
+    // 1 MiB lines without a newline, on several connections at once: a
+    // line service answers an error and lets go; a byte-stream one (echo,
+    // upper, discard, delay, cpu answer each read as it comes) streams it
+    // back. Either way in bounded memory: holding the lines would cost
+    // 8 MiB.
+    let (dirty, rss) = (tree_private_dirty_kib(srv.pid()), own_rss(&srv));
+    let peak = PeakMemory::start(srv.pid());
+    let lines: Vec<_> = (0..LINES)
+        .map(|_| {
+            let (t, a) = (transport.to_string(), addr.clone());
+            std::thread::spawn(move || exchange(&t, &a, &[b'x'; 1 << 20]))
+        })
+        .collect();
+    for l in lines {
+        let got = l.join().unwrap();
+        let text = String::from_utf8_lossy(&got);
+        let ok = match service {
+            "echo" | "delay" | "cpu" => got.len() == 1 << 20 && got.iter().all(|&b| b == b'x'),
+            "upper" => got.len() == 1 << 20 && got.iter().all(|&b| b == b'X'),
+            "discard" => got.is_empty(),
+            _ => got == b"error: line longer than 4096 bytes\n",
+        };
+        assert!(
+            ok,
+            "{what}: 1 MiB line answered {} bytes: {:?}",
+            got.len(),
+            &text[..text.len().min(120)]
+        );
+    }
+    let peak = peak.stop();
     assert!(
-        ok,
-        "{what}: 1 MiB line answered {} bytes: {:?}",
-        got.len(),
-        &text[..text.len().min(120)]
+        peak < dirty + BURST_KIB,
+        "{what}: {LINES} 1 MiB lines: private memory {dirty} KiB before, peak {peak} KiB"
+    );
+    let hwm = common::proc_kib(srv.pid(), "status", "VmHWM:");
+    assert!(
+        hwm < rss + BURST_KIB,
+        "{what}: {LINES} 1 MiB lines: resident {rss} KiB before, peak {hwm} KiB"
     );
     // Half-closed: the request is answered and the connection ends.
     let got = exchange(transport, addr, b"probe\n");

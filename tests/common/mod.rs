@@ -898,3 +898,59 @@ pub fn random_bytes(seed: u64, n: usize) -> Vec<u8> {
 
 /// The policies sockserv serves stream and datagram transports under.
 pub const POLICIES: [&str; 5] = ["sync", "fork", "thread", "pool", "event"];
+
+/// A field of /proc/PID/status or /proc/PID/smaps_rollup, KiB (0 when the
+/// process is gone).
+pub fn proc_kib(pid: i32, file: &str, field: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/{file}"))
+        .ok()
+        .and_then(|s| {
+            let line = s.lines().find(|l| l.starts_with(field))?.to_owned();
+            line.split_whitespace().nth(1)?.parse::<u64>().ok()
+        })
+        .unwrap_or(0)
+}
+
+/// Memory `root` and its descendants wrote and own (Private_Dirty, KiB):
+/// what a connection's buffers cost, without the pages a fork child still
+/// shares with its parent.
+pub fn tree_private_dirty_kib(root: i32) -> u64 {
+    std::iter::once(root)
+        .chain(descendants(root))
+        .map(|p| proc_kib(p, "smaps_rollup", "Private_Dirty:"))
+        .sum()
+}
+
+/// Samples [`tree_private_dirty_kib`] on a thread until stopped, keeping
+/// the highest value: the peak a burst of requests cost, fork children
+/// that came and went included.
+pub struct PeakMemory {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<u64>>,
+}
+
+impl PeakMemory {
+    /// Starts sampling the tree of `root`.
+    pub fn start(root: i32) -> PeakMemory {
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let s = Arc::clone(&stop);
+        let thread = std::thread::spawn(move || {
+            let mut peak = tree_private_dirty_kib(root);
+            while !s.load(std::sync::atomic::Ordering::SeqCst) {
+                peak = peak.max(tree_private_dirty_kib(root));
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            peak.max(tree_private_dirty_kib(root))
+        });
+        PeakMemory {
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// Stops sampling; the peak, KiB.
+    pub fn stop(mut self) -> u64 {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.thread.take().unwrap().join().unwrap()
+    }
+}
