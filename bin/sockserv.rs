@@ -24,6 +24,15 @@ use socketserver::{BindOptions, Policy, Supervisor, Transport};
 /// stalled client lets go of a fork child or a thread within a minute.
 const LINE_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// The line services' default request deadline: the whole of one line
+/// within 30 s of its first byte. Apache's `RequestReadTimeout` allows a
+/// request's header 20 s, extended to 40 s while at least 500 bytes/s
+/// arrive; a request line here is at most 4 KiB, so 30 s is generous for
+/// any client that means to send one (a person pasting at `sockcat`
+/// included), and it caps what a trickling client holds at 30 s instead
+/// of for ever.
+const LINE_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
 fn secs(v: f64) -> Option<Duration> {
     cli::duration(v)
 }
@@ -74,6 +83,11 @@ fn config(a: &Args) -> Result<ServeConfig, String> {
         (None, ServiceKind::Builtin(_)) => Some(LINE_IDLE_TIMEOUT),
         (None, _) => None,
     };
+    let request_timeout = match (a.request_timeout, &service) {
+        (Some(t), _) => secs(t),
+        (None, ServiceKind::Builtin(_)) => Some(LINE_REQUEST_TIMEOUT),
+        (None, _) => None,
+    };
     let cfg = ServeConfig {
         transport: a.transport,
         listen,
@@ -86,6 +100,7 @@ fn config(a: &Args) -> Result<ServeConfig, String> {
             unix_mode: a.socket_mode,
         },
         idle_timeout,
+        request_timeout,
         graceful_timeout: secs(a.graceful_timeout).unwrap_or_default(),
         max_packet_size: a.max_packet_size as usize,
         allow: a.allow.clone(),

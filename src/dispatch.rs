@@ -8,14 +8,14 @@ use std::io;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 
-use slog::{debug, Logger};
+use slog::{debug, info, Logger};
 
 use crate::access::{AccessLog, Outcome};
 use crate::addr::Address;
 use crate::error::RequestError;
 use crate::handler::HandlerFactory;
 use crate::hooks::Hooks;
-use crate::request::{DatagramRequest, Request, ServerContext, StreamRequest};
+use crate::request::{DatagramRequest, Request, RequestDeadline, ServerContext, StreamRequest};
 use crate::transport::Incoming;
 use crate::watch::Watch;
 
@@ -90,7 +90,14 @@ impl Dispatch {
         let (ok, outcome) = match result {
             Ok(()) => (true, Outcome::Ok),
             Err(RequestError::Io(e)) if is_disconnect(&e) => {
-                debug!(self.log, "client went away"; "peer" => %request.peer(), "error" => %e);
+                match RequestDeadline::of(&e) {
+                    Some(RequestDeadline(limit)) => {
+                        info!(self.log, "request deadline passed; closed";
+                        "peer" => %request.peer(), "request_timeout_s" => limit.as_secs_f64())
+                    }
+                    None => debug!(self.log, "client went away";
+                        "peer" => %request.peer(), "error" => %e),
+                }
                 let timeout = matches!(
                     e.kind(),
                     io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut

@@ -12,7 +12,7 @@ use std::mem::MaybeUninit;
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use socket2::{SockAddr, Socket};
 
@@ -28,6 +28,9 @@ pub struct ServerContext {
     pub address: Address,
     /// Idle timeout applied to each stream connection's reads.
     pub idle_timeout: Option<Duration>,
+    /// The time a client may take to deliver one whole line once its first
+    /// byte arrived ([`StreamRequest::read_line`]; None: no deadline).
+    pub request_timeout: Option<Duration>,
     /// Whether TCP connections get TCP_NODELAY.
     pub tcp_nodelay: bool,
     /// The largest datagram accepted.
@@ -48,6 +51,7 @@ impl ServerContext {
             transport,
             address,
             idle_timeout: None,
+            request_timeout: None,
             tcp_nodelay: true,
             max_packet_size: 8192,
             stopping: AtomicBool::new(false),
@@ -111,6 +115,8 @@ pub struct StreamRequest {
     pending: Vec<u8>,
     /// How much of `pending` has been returned already.
     taken: usize,
+    /// When the line `read_line` is assembling got its first byte.
+    line_begun: Option<Instant>,
     peer: Address,
     ctx: Arc<ServerContext>,
     watch: Watch,
@@ -136,6 +142,7 @@ impl StreamRequest {
             socket: conn,
             pending: Vec::new(),
             taken: 0,
+            line_begun: None,
             peer,
             ctx,
             watch,
@@ -242,6 +249,12 @@ impl StreamRequest {
     /// (a longer line comes back cut at `limit`, without `\n`). Returns 0
     /// (an empty line) at end of stream, and during a graceful stop as
     /// `read_some` does.
+    ///
+    /// With a request timeout (`ServerBuilder::request_timeout`), the whole
+    /// line must arrive within it once its first byte did, however steadily
+    /// the bytes trickle in: past it the read fails with
+    /// `io::ErrorKind::TimedOut` (the server logs it and closes the
+    /// connection). The idle timeout still bounds each silence.
     pub fn read_line(&mut self, limit: usize, line: &mut Vec<u8>) -> io::Result<usize> {
         line.clear();
         if self.stop_now() {
@@ -255,6 +268,10 @@ impl StreamRequest {
             }
             if window.len() == limit {
                 return Ok(self.take_line(limit, line));
+            }
+            if !window.is_empty() {
+                self.line_begun.get_or_insert_with(Instant::now);
+                self.await_rest_of_line()?;
             }
             if self.taken > 0 {
                 self.pending.drain(..self.taken);
@@ -271,8 +288,44 @@ impl StreamRequest {
     fn take_line(&mut self, n: usize, line: &mut Vec<u8>) -> usize {
         line.extend_from_slice(&self.pending[self.taken..self.taken + n]);
         self.taken += n;
+        self.line_begun = None;
         self.note_read(n);
         n
+    }
+
+    /// Before a read that continues a line begun earlier: waits until more
+    /// bytes arrive, failing once the request deadline passes (or, as the
+    /// socket's own timeout would, once the idle timeout does). Returns at
+    /// once without a request timeout: the read then blocks as usual.
+    fn await_rest_of_line(&self) -> io::Result<()> {
+        use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+        use std::os::fd::AsFd;
+        let (Some(limit), Some(begun)) = (self.ctx.request_timeout, self.line_begun) else {
+            return Ok(());
+        };
+        let deadline = begun + limit;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    RequestDeadline(limit),
+                ));
+            }
+            let wait = self.ctx.idle_timeout.map_or(left, |idle| idle.min(left));
+            // Rounded up to the next millisecond, so it never spins.
+            let ms = PollTimeout::try_from(wait + Duration::from_micros(999))
+                .unwrap_or(PollTimeout::MAX);
+            let mut fd = [PollFd::new(self.socket.as_fd(), PollFlags::POLLIN)];
+            match poll(&mut fd, ms) {
+                Ok(0) if Instant::now() < deadline => {
+                    return Err(io::ErrorKind::WouldBlock.into()); // idle
+                }
+                Ok(0) | Err(nix::errno::Errno::EINTR) => {}
+                Ok(_) => return Ok(()),
+                Err(e) => return Err(e.into()),
+            }
+        }
     }
 
     /// A buffered reader over the connection (Python's `rfile`): `lines()`,
@@ -404,6 +457,31 @@ impl Drop for StreamRequest {
     /// after this), so a graceful stop never touches a reused descriptor.
     fn drop(&mut self) {
         self.watch.unregister(self.raw_fd());
+    }
+}
+
+/// Why a stream read failed with `io::ErrorKind::TimedOut`: a request
+/// (a line) was not complete this long after its first byte (see
+/// [`ServerContext::request_timeout`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RequestDeadline(pub Duration);
+
+impl std::fmt::Display for RequestDeadline {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "request not complete {:.3} s after its first byte",
+            self.0.as_secs_f64()
+        )
+    }
+}
+
+impl std::error::Error for RequestDeadline {}
+
+impl RequestDeadline {
+    /// The deadline behind `e`, if a request deadline is why it failed.
+    pub fn of(e: &io::Error) -> Option<RequestDeadline> {
+        e.get_ref()?.downcast_ref::<RequestDeadline>().copied()
     }
 }
 

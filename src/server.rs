@@ -39,6 +39,7 @@ pub struct ServerBuilder {
     policy: Policy,
     timeout: Option<Duration>,
     idle_timeout: Option<Duration>,
+    request_timeout: Option<Duration>,
     /// Hand stream connections to the policy only once they speak.
     wait_for_data: Option<Duration>,
     tcp_nodelay: bool,
@@ -76,6 +77,7 @@ impl ServerBuilder {
             policy: Policy::Sync,
             timeout: None,
             idle_timeout: None,
+            request_timeout: None,
             wait_for_data: None,
             tcp_nodelay: true,
             max_packet_size: 8192,
@@ -122,6 +124,23 @@ impl ServerBuilder {
     /// Read timeout for each stream connection (None: no limit).
     pub fn idle_timeout(mut self, t: Option<Duration>) -> Self {
         self.idle_timeout = t;
+        self
+    }
+
+    /// The time a client may take to deliver one whole request line once
+    /// its first byte arrived (None, the default: no deadline). The idle
+    /// timeout restarts at every byte, so a client trickling one byte per
+    /// idle period would otherwise hold a fork child, a thread or a pool
+    /// slot for ever; past this deadline the connection is closed, logged
+    /// (`request deadline passed`) and recorded as a `timeout` in the access
+    /// log. It bounds [`StreamRequest::read_line`](crate::StreamRequest::read_line),
+    /// so the line services and handlers that read lines get it; a handler
+    /// reading raw chunks takes each read as a whole request. Under the
+    /// event policy the built-in line services and chat check it as each
+    /// piece arrives, and the idle timeout bounds the silence between
+    /// pieces.
+    pub fn request_timeout(mut self, t: Option<Duration>) -> Self {
+        self.request_timeout = t;
         self
     }
 
@@ -247,6 +266,7 @@ impl ServerBuilder {
         };
         let mut ctx = ServerContext::new(listener.transport, listener.address.clone(), stats);
         ctx.idle_timeout = self.idle_timeout;
+        ctx.request_timeout = self.request_timeout;
         ctx.tcp_nodelay = self.tcp_nodelay;
         ctx.max_packet_size = self.max_packet_size;
         let control = Arc::new(Control::new().map_err(|e| Error::os("socketpair", e))?);

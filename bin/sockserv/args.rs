@@ -75,6 +75,13 @@ pub struct Args {
     /// keep their own timeouts].
     #[arg(long, env = "SOCKSERV_IDLE_TIMEOUT", value_parser = cli::seconds(true, MAX_SECONDS))]
     pub idle_timeout: Option<f64>,
+    /// Close a stream connection whose request (a line) is not complete
+    /// this many seconds after its first byte, however steadily it trickles
+    /// in (0: no deadline) [default: 30 for the line services; none for
+    /// chat and files]. The idle timeout restarts at every byte; this does
+    /// not.
+    #[arg(long, env = "SOCKSERV_REQUEST_TIMEOUT", value_parser = cli::seconds(true, MAX_SECONDS))]
+    pub request_timeout: Option<f64>,
     /// Seconds in-flight requests may run after SIGTERM/SIGINT.
     #[arg(long, default_value_t = 30.0, env = "SOCKSERV_GRACEFUL_TIMEOUT",
           value_parser = cli::seconds(true, MAX_SECONDS))]

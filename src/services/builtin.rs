@@ -5,6 +5,12 @@ use std::time::Duration;
 
 use super::{Framing, Service};
 
+/// The longest reply `time` sends as one datagram: what UDP carries over
+/// IPv4 (65,535 less the IP and UDP headers). Its replies can be far
+/// longer than its requests (`%c` is 2 bytes in, 24 out); a longer one
+/// gets an error reply instead of none.
+const MAX_DATAGRAM_REPLY: usize = 65_507;
+
 /// The services `sockserv --service` names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Builtin {
@@ -99,7 +105,18 @@ impl Service for Builtin {
         match *self {
             Builtin::Echo => out.extend_from_slice(input),
             Builtin::Upper => out.extend(input.iter().map(u8::to_ascii_uppercase)),
-            Builtin::Time => super::time::reply(input, stream, out),
+            Builtin::Time => {
+                let start = out.len();
+                super::time::reply(input, stream, out);
+                if !stream && out.len() - start > MAX_DATAGRAM_REPLY {
+                    // "%c" x 4000 asks for ~100 KB: more than a UDP
+                    // datagram carries, so it would go unanswered.
+                    out.truncate(start);
+                    out.extend_from_slice(
+                        format!("error: reply longer than {MAX_DATAGRAM_REPLY} bytes").as_bytes(),
+                    );
+                }
+            }
             Builtin::Discard => {}
             Builtin::Delay(d) => {
                 std::thread::sleep(d);
@@ -169,6 +186,18 @@ mod tests {
         }
         assert!(!Builtin::Time.respond_in_place(&mut [b'x']));
         assert!(!Builtin::Discard.respond_in_place(&mut [b'x']));
+    }
+
+    #[test]
+    fn a_time_reply_too_long_for_a_datagram_is_an_error_and_fine_over_a_stream() {
+        let ask = "%c".repeat(4000);
+        let mut out = Vec::new();
+        Builtin::Time.respond(ask.as_bytes(), false, &mut out);
+        let text = String::from_utf8(out).unwrap();
+        assert_eq!(text, "error: reply longer than 65507 bytes");
+        let mut out = Vec::new();
+        Builtin::Time.respond(ask.as_bytes(), true, &mut out);
+        assert!(out.len() > MAX_DATAGRAM_REPLY && out.ends_with(b"\n"));
     }
 
     #[test]

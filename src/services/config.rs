@@ -62,6 +62,9 @@ pub struct ServeConfig {
     pub bind: BindOptions,
     /// Read timeout per stream connection.
     pub idle_timeout: Option<Duration>,
+    /// The time a client may take to send one whole request line once its
+    /// first byte arrived (see `ServerBuilder::request_timeout`).
+    pub request_timeout: Option<Duration>,
     /// How long in-flight requests may run after a stop signal.
     pub graceful_timeout: Duration,
     /// Largest datagram accepted.
@@ -141,6 +144,7 @@ impl ServeConfig {
             .access_log(access)
             .policy(self.policy)
             .idle_timeout(self.idle_timeout)
+            .request_timeout(self.request_timeout)
             .max_packet_size(self.max_packet_size)
             .logger(log.new(o!()));
         let builder = match self.allow_list()? {

@@ -5,9 +5,11 @@
 
 use std::io;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use super::{Framing, Service, ServiceFactory, MAX_LINE};
 use crate::handler::{MessageFactory, MessageHandler, Next, Opening, Output};
+use crate::request::RequestDeadline;
 
 impl MessageFactory for ServiceFactory {
     fn open(
@@ -19,6 +21,8 @@ impl MessageFactory for ServiceFactory {
             service: Arc::clone(&self.service),
             stream: opening.is_stream(),
             held: Vec::new(),
+            request_timeout: opening.server().request_timeout,
+            begun: None,
         }))
     }
 }
@@ -30,6 +34,10 @@ struct ServiceConn {
     /// The start of a line not finished yet (line services), or the
     /// request a delay holds; empty, and unallocated, otherwise.
     held: Vec<u8>,
+    /// The server's request deadline (line services).
+    request_timeout: Option<Duration>,
+    /// When the line in `held` got its first byte.
+    begun: Option<Instant>,
 }
 
 impl MessageHandler for ServiceConn {
@@ -39,7 +47,7 @@ impl MessageHandler for ServiceConn {
             return Ok(Next::Wait(wait));
         }
         if self.stream && self.service.framing() == Framing::Line {
-            return Ok(self.lines(input, out));
+            return self.lines(input, out);
         }
         out.reply_with(|b| self.service.respond(input, self.stream, b));
         Ok(Next::Read)
@@ -55,15 +63,26 @@ impl MessageHandler for ServiceConn {
 impl ServiceConn {
     /// Each complete line is one request; the rest waits for its `\n`. A
     /// line longer than [`MAX_LINE`] gets an error and the connection is
-    /// closed, as under the other policies.
-    fn lines(&mut self, input: &[u8], out: &mut Output) -> Next {
+    /// closed, as under the other policies. So is a line still incomplete
+    /// past the request deadline when more of it arrives (the loop's idle
+    /// timeout bounds a silence meanwhile).
+    fn lines(&mut self, input: &[u8], out: &mut Output) -> io::Result<Next> {
+        if let (Some(limit), Some(begun)) = (self.request_timeout, self.begun) {
+            if begun.elapsed() >= limit {
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    RequestDeadline(limit),
+                ));
+            }
+        }
         let mut rest = input;
         while let Some(i) = rest.iter().position(|&b| b == b'\n') {
             let (line, after) = rest.split_at(i + 1);
             rest = after;
             if self.held.len() + line.len() > MAX_LINE {
-                return too_long(out);
+                return Ok(too_long(out));
             }
+            self.begun = None;
             if self.held.is_empty() {
                 out.reply_with(|b| self.service.respond(line, true, b));
             } else {
@@ -74,9 +93,12 @@ impl ServiceConn {
         }
         self.held.extend_from_slice(rest);
         if self.held.len() >= MAX_LINE {
-            return too_long(out);
+            return Ok(too_long(out));
         }
-        Next::Read
+        if !self.held.is_empty() {
+            self.begun.get_or_insert_with(Instant::now);
+        }
+        Ok(Next::Read)
     }
 }
 
@@ -89,13 +111,14 @@ fn too_long(out: &mut Output) -> Next {
 mod tests {
     use super::*;
     use crate::services::Builtin;
-    use std::time::Duration;
 
     fn conn(service: Builtin, stream: bool) -> ServiceConn {
         ServiceConn {
             service: Arc::new(service),
             stream,
             held: Vec::new(),
+            request_timeout: Some(Duration::from_millis(50)),
+            begun: None,
         }
     }
 
@@ -137,5 +160,24 @@ mod tests {
         assert_eq!(out.replies(), 0);
         assert_eq!(c.timer(&mut out).unwrap(), Next::Read);
         assert_eq!(out.bytes(), b"later");
+    }
+
+    #[test]
+    fn a_line_trickling_past_the_request_deadline_fails_and_a_prompt_one_does_not() {
+        let mut c = conn(Builtin::Time, true);
+        let mut out = Output::default();
+        assert_eq!(c.data(b"%Y", &mut out).unwrap(), Next::Read);
+        assert_eq!(c.data(b"\n", &mut out).unwrap(), Next::Read);
+        assert_eq!(out.replies(), 1);
+        assert_eq!(c.data(b"%", &mut out).unwrap(), Next::Read);
+        assert_eq!(c.data(b"H", &mut out).unwrap(), Next::Read);
+        // The line began 60 ms ago, past its 50 ms deadline.
+        c.begun = Some(Instant::now() - Duration::from_millis(60));
+        let err = c.data(b"Y", &mut out).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::TimedOut);
+        assert_eq!(
+            RequestDeadline::of(&err),
+            Some(RequestDeadline(Duration::from_millis(50)))
+        );
     }
 }

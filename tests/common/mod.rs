@@ -850,3 +850,107 @@ pub fn start_policy(
     args.extend_from_slice(extra);
     (Sockserv::start(&args), dir)
 }
+
+impl Conn {
+    /// Sets the write timeout.
+    pub fn set_write_timeout(&self, t: Option<Duration>) {
+        match self {
+            Conn::Tcp(s) => s.set_write_timeout(t).unwrap(),
+            Conn::Unix(s) => s.set_write_timeout(t).unwrap(),
+        }
+    }
+
+    /// Closes the sending side (the server reads end-of-file).
+    pub fn shutdown_write(&self) -> std::io::Result<()> {
+        match self {
+            Conn::Tcp(s) => s.shutdown(std::net::Shutdown::Write),
+            Conn::Unix(s) => s.shutdown(std::net::Shutdown::Write),
+        }
+    }
+}
+
+/// Resident memory of `root` and all its descendants, KiB (from
+/// /proc/PID/status).
+pub fn tree_rss_kib(root: i32) -> u64 {
+    std::iter::once(root)
+        .chain(descendants(root))
+        .filter_map(|p| std::fs::read_to_string(format!("/proc/{p}/status")).ok())
+        .filter_map(|s| {
+            let line = s.lines().find(|l| l.starts_with("VmRSS:"))?.to_owned();
+            line.split_whitespace().nth(1)?.parse::<u64>().ok()
+        })
+        .sum()
+}
+
+/// A deterministic stream of arbitrary bytes (newlines and NULs among
+/// them), different for each `seed`.
+pub fn random_bytes(seed: u64, n: usize) -> Vec<u8> {
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15 ^ seed.wrapping_mul(0x2545_f491_4f6c_dd1d);
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+/// The policies sockserv serves stream and datagram transports under.
+pub const POLICIES: [&str; 5] = ["sync", "fork", "thread", "pool", "event"];
+
+/// A field of /proc/PID/status or /proc/PID/smaps_rollup, KiB (0 when the
+/// process is gone).
+pub fn proc_kib(pid: i32, file: &str, field: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/{file}"))
+        .ok()
+        .and_then(|s| {
+            let line = s.lines().find(|l| l.starts_with(field))?.to_owned();
+            line.split_whitespace().nth(1)?.parse::<u64>().ok()
+        })
+        .unwrap_or(0)
+}
+
+/// Memory `root` and its descendants wrote and own (Private_Dirty, KiB):
+/// what a connection's buffers cost, without the pages a fork child still
+/// shares with its parent.
+pub fn tree_private_dirty_kib(root: i32) -> u64 {
+    std::iter::once(root)
+        .chain(descendants(root))
+        .map(|p| proc_kib(p, "smaps_rollup", "Private_Dirty:"))
+        .sum()
+}
+
+/// Samples [`tree_private_dirty_kib`] on a thread until stopped, keeping
+/// the highest value: the peak a burst of requests cost, fork children
+/// that came and went included.
+pub struct PeakMemory {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<u64>>,
+}
+
+impl PeakMemory {
+    /// Starts sampling the tree of `root`.
+    pub fn start(root: i32) -> PeakMemory {
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let s = Arc::clone(&stop);
+        let thread = std::thread::spawn(move || {
+            let mut peak = tree_private_dirty_kib(root);
+            while !s.load(std::sync::atomic::Ordering::SeqCst) {
+                peak = peak.max(tree_private_dirty_kib(root));
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            peak.max(tree_private_dirty_kib(root))
+        });
+        PeakMemory {
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// Stops sampling; the peak, KiB.
+    pub fn stop(mut self) -> u64 {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.thread.take().unwrap().join().unwrap()
+    }
+}

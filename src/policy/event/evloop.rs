@@ -456,6 +456,11 @@ impl Loop {
     /// client that left) and the access outcome.
     fn report(&self, peer: &Address, err: &RequestError) -> Outcome {
         match err {
+            RequestError::Io(e) if crate::request::RequestDeadline::of(e).is_some() => {
+                info!(self.dispatch.log, "request deadline passed; closed";
+                      "peer" => %peer, "error" => %e);
+                Outcome::Timeout
+            }
             RequestError::Io(e) if is_disconnect(e) => {
                 debug!(self.dispatch.log, "client went away"; "peer" => %peer, "error" => %e);
                 Outcome::Reset

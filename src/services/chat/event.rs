@@ -9,14 +9,14 @@
 
 use std::io;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use crate::handler::{HandlerFactory, MessageFactory, MessageHandler, Next, Opening, Output};
-use crate::request::Request;
+use crate::request::{Request, RequestDeadline};
 
-use super::handler::{client_key, datagram_reply, ChatHandler, LINE_LIMIT};
-use super::parse::MAX_LINE;
+use super::handler::{client_key, datagram_reply, too_long, ChatHandler, LINE_LIMIT};
 use super::room::{lock, Outlet, SessionId, StreamOutlet};
-use super::{Chat, Outcome, WELCOME};
+use super::{Chat, WELCOME};
 
 /// Serves a chat room under every policy: a [`ChatHandler`] per request
 /// under the blocking ones, a message handler per session under event.
@@ -52,6 +52,8 @@ impl MessageFactory for ChatFactory {
             outlet,
             line: Vec::new(),
             skipping: false,
+            request_timeout: o.server().request_timeout,
+            begun: None,
         };
         session.outlet.send(WELCOME.as_bytes())?;
         Ok(Box::new(session))
@@ -67,10 +69,20 @@ struct StreamSession {
     line: Vec<u8>,
     /// Dropping the rest of an over-long line.
     skipping: bool,
+    /// The server's request deadline, if any.
+    request_timeout: Option<Duration>,
+    /// When the unfinished line got its first byte.
+    begun: Option<Instant>,
 }
 
 impl MessageHandler for StreamSession {
     fn data(&mut self, input: &[u8], _out: &mut Output) -> io::Result<Next> {
+        if let (Some(limit), Some(begun)) = (self.request_timeout, self.begun) {
+            if begun.elapsed() >= limit {
+                let late = RequestDeadline(limit);
+                return Err(io::Error::new(io::ErrorKind::TimedOut, late));
+            }
+        }
         let mut rest = input;
         while !rest.is_empty() {
             let end = rest.iter().position(|&b| b == b'\n');
@@ -79,21 +91,25 @@ impl MessageHandler for StreamSession {
             if !self.skipping {
                 self.line.extend_from_slice(piece);
             }
-            if end.is_none() && self.line.len() >= LINE_LIMIT {
+            if end.is_none() && !self.skipping && self.line.len() >= LINE_LIMIT {
                 self.skipping = true;
                 self.line = Vec::new();
+                // Said at once, as under the other policies: a client that
+                // never ends the line, or hangs up first, is told too.
+                if self.outlet.send(too_long().as_bytes()).is_err() {
+                    return Ok(Next::Close); // evicted as too slow
+                }
             }
             if end.is_none() {
+                self.begun.get_or_insert_with(Instant::now);
                 break;
             }
-            let out = if std::mem::take(&mut self.skipping) {
-                Outcome::line(format!(
-                    "error: line longer than {MAX_LINE} bytes; nothing was sent"
-                ))
-            } else {
-                let line = std::mem::take(&mut self.line);
-                self.chat.handle_line(self.id, &line)
-            };
+            self.begun = None;
+            if std::mem::take(&mut self.skipping) {
+                continue; // the end of an over-long line, already answered
+            }
+            let line = std::mem::take(&mut self.line);
+            let out = self.chat.handle_line(self.id, &line);
             if !out.reply.is_empty() && self.outlet.send(out.reply.as_bytes()).is_err() {
                 return Ok(Next::Close); // evicted as too slow
             }

@@ -60,14 +60,16 @@ fn serve_stream(chat: &Chat, s: &mut StreamRequest) -> io::Result<()> {
         if n == 0 {
             return Ok(());
         }
-        let out = if n == LINE_LIMIT && line.last() != Some(&b'\n') {
+        if n == LINE_LIMIT && line.last() != Some(&b'\n') {
+            // Said at once, before the rest is skipped: a client that never
+            // ends the line, or hangs up first, is told too.
+            if outlet.send(too_long().as_bytes()).is_err() {
+                return Ok(()); // evicted as too slow
+            }
             skip_line(s)?;
-            super::Outcome::line(format!(
-                "error: line longer than {MAX_LINE} bytes; nothing was sent"
-            ))
-        } else {
-            chat.handle_line(id, &line)
-        };
+            continue;
+        }
+        let out = chat.handle_line(id, &line);
         if !out.reply.is_empty() && outlet.send(out.reply.as_bytes()).is_err() {
             return Ok(()); // evicted as too slow
         }
@@ -75,6 +77,11 @@ fn serve_stream(chat: &Chat, s: &mut StreamRequest) -> io::Result<()> {
             return Ok(());
         }
     }
+}
+
+/// The reply to a line longer than [`MAX_LINE`].
+pub(super) fn too_long() -> String {
+    format!("error: line longer than {MAX_LINE} bytes; nothing was sent\n")
 }
 
 /// Reads and drops the rest of an over-long line.
@@ -137,9 +144,10 @@ pub(super) fn datagram_reply(
         reply.extend_from_slice(WELCOME.as_bytes());
     }
     let out = if packet.len() > LINE_LIMIT {
-        super::Outcome::line(format!(
-            "error: line longer than {MAX_LINE} bytes; nothing was sent"
-        ))
+        super::Outcome {
+            reply: too_long(),
+            quit: false,
+        }
     } else {
         chat.handle_line(id, packet)
     };
