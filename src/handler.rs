@@ -299,6 +299,14 @@ pub trait MessageHandler: Send {
         Ok(Next::Read)
     }
 
+    /// The client closed its side (a stream's end of input): a last
+    /// request without its terminator can still be answered. The server
+    /// sends what `out` holds, honours a [`Next::Wait`], then closes the
+    /// connection whatever is returned. Default: nothing more to send.
+    fn end(&mut self, _out: &mut Output) -> io::Result<Next> {
+        Ok(Next::Close)
+    }
+
     /// The connection is closing (the client left, the handler asked, an
     /// error, the idle timeout or a stop); nothing can be sent any more.
     /// Default: nothing.

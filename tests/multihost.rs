@@ -102,7 +102,10 @@ fn netns_over_ssh_merge_counts_what_the_runs_and_the_server_counted() {
 
 /// The user ssh logs in as (the script's `id -un`).
 fn whoami() -> String {
-    let out = std::process::Command::new("id").arg("-un").output().unwrap();
+    let out = std::process::Command::new("id")
+        .arg("-un")
+        .output()
+        .unwrap();
     String::from_utf8(out.stdout).unwrap().trim().to_string()
 }
 

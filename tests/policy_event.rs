@@ -605,3 +605,13 @@ fn the_access_log_has_a_line_per_connection_and_datagram() {
         assert!(ok && l.contains("\"bytes_in\":7,\"bytes_out\":7"), "{l}");
     }
 }
+
+#[test]
+fn a_last_line_without_its_newline_is_answered_at_end_of_input() {
+    for transport in ["tcp", "unix"] {
+        // time's reply to a format without a % is the format itself.
+        let (srv, _dir) = start(transport, &["--service", "time"]);
+        let got = ask(transport, &srv.addr, b"one\ntwo", 0);
+        assert_eq!(got, b"one\ntwo\n", "{transport}: {got:?}");
+    }
+}

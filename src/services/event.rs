@@ -58,6 +58,16 @@ impl MessageHandler for ServiceConn {
         out.reply_with(|b| self.service.respond_undelayed(&held, self.stream, b));
         Ok(Next::Read)
     }
+
+    /// A line service answers a last line that ended without its `\n`,
+    /// as the blocking policies' `read_line` does at end of input.
+    fn end(&mut self, out: &mut Output) -> io::Result<Next> {
+        if self.stream && self.service.framing() == Framing::Line && !self.held.is_empty() {
+            let last = std::mem::take(&mut self.held);
+            out.reply_with(|b| self.service.respond(&last, true, b));
+        }
+        Ok(Next::Close)
+    }
 }
 
 impl ServiceConn {
@@ -133,6 +143,21 @@ mod tests {
         assert_eq!(replies.len(), 2, "{replies:?}");
         assert_eq!(replies[0].len(), 5, "a year and a newline: {replies:?}");
         assert!(c.held.is_empty() && c.held.capacity() == 0);
+    }
+
+    #[test]
+    fn end_of_input_answers_a_last_unfinished_line() {
+        let mut c = conn(Builtin::Time, true);
+        let mut out = Output::default();
+        c.data(b"a\nb", &mut out).unwrap();
+        assert_eq!(out.replies(), 1);
+        out.clear();
+        assert_eq!(c.end(&mut out).unwrap(), Next::Close);
+        let replies: Vec<&[u8]> = out.iter().collect();
+        assert_eq!(replies, [b"b\n".as_slice()], "a literal format");
+        out.clear();
+        c.end(&mut out).unwrap();
+        assert_eq!(out.replies(), 0, "nothing held, nothing sent");
     }
 
     #[test]

@@ -288,8 +288,15 @@ impl Loop {
             }
             match (&c.sock).read(&mut self.buf) {
                 Ok(0) => {
-                    c.closing = true; // end of input: send what is left, then close
-                    self.settle(idx, gen);
+                    // End of input: the handler's last word, what is left
+                    // sent, then close.
+                    c.closing = true;
+                    self.out.clear();
+                    let out = &mut self.out;
+                    let next = catch_unwind(AssertUnwindSafe(|| c.handler.end(out)));
+                    if self.answer(idx, gen, flatten(next)) {
+                        self.settle(idx, gen);
+                    }
                     return;
                 }
                 Ok(n) => {
