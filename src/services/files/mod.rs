@@ -179,7 +179,11 @@ impl Files {
             secret: random_bytes::<32>()?,
             log,
         };
-        files.sweep(true)?;
+        // A root that cannot be swept now still serves: logins will report
+        // what is wrong with it, and the next sweep tries again.
+        if let Err(e) = files.sweep(true) {
+            slog::error!(files.log, "files: sweep failed"; "error" => %e);
+        }
         Ok(Arc::new(files))
     }
 
@@ -187,11 +191,16 @@ impl Files {
     /// at the end of a connection once [`parts::SWEEP_INTERVAL`] has passed
     /// since the last sweep by any process serving this root.
     fn sweep(&self, force: bool) -> io::Result<()> {
-        let swept = parts::sweep_if_due(&self.cfg.root, force)?;
-        if let Some(s) = swept.filter(|s| s.files > 0) {
+        let Some(s) = parts::sweep_if_due(&self.cfg.root, force)? else {
+            return Ok(());
+        };
+        if s.files > 0 {
             slog::info!(self.log, "files: removed part files of dead uploads";
                         "files" => s.files, "bytes" => s.bytes,
                         "files_root" => %self.cfg.root.display());
+        }
+        for e in &s.failed {
+            slog::error!(self.log, "files: sweep failed"; "error" => e);
         }
         Ok(())
     }

@@ -5,12 +5,13 @@
 //! as under thread, pool and sync, and under a supervisor that may run
 //! several workers and restart them: whatever coordinates two uploads of
 //! one user must work across processes and survive any one of them dying.
-//! Shared memory ([`crate::sys`]'s counters) is mapped by one process
-//! before it forks, so it would not span two supervisor workers, nor
-//! outlive a restart; a lock held in memory does not span fork children at
-//! all. So the state lives on disk, in the user's directory, under
-//! `flock(2)` locks, which the kernel drops when their holder dies,
-//! however it dies:
+//! Shared memory (like the crate's `src/sys/shm.rs` counters) is mapped by
+//! one process before it forks, so it would not span two supervisor
+//! workers, nor outlive a restart, and a reservation left in it by a killed
+//! child would stay forever; a mutex in one process's memory does not span
+//! fork children at all. So the state lives on disk, in the user's
+//! directory, under `flock(2)` locks, which the kernel drops when their
+//! holder dies, however it dies:
 //!
 //! - Each upload's part file is named `.sockfiles-part-TAG-RESERVED`,
 //!   where RESERVED is the bytes it reserved against the quota, and is held
@@ -21,7 +22,7 @@
 //!   size so far.
 //! - The user's directory itself is the lock around the quota: measuring,
 //!   checking and creating a part file happen under an exclusive `flock`
-//!   on it ([`lock_home`]), as does the rename that turns a part file into
+//!   on it (`lock_home`), as does the rename that turns a part file into
 //!   a file, so no walk ever sees a part file and its finished file both,
 //!   or neither, and no part file is seen before its upload locks it.
 //!
@@ -96,15 +97,19 @@ pub(super) fn lock_home(home: &OwnedFd) -> Result<OwnedFd, Errno> {
 }
 
 /// Part files a sweep removed.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Swept {
     /// How many.
     pub files: u64,
     /// Their bytes.
     pub bytes: u64,
+    /// User directories that could not be swept, each with its error
+    /// (the sweep goes on with the others).
+    pub failed: Vec<String>,
 }
 
 /// Walks every user directory under `root`, removing orphaned part files.
+/// `Err` only if the root itself cannot be read.
 pub fn sweep_root(root: &Path) -> io::Result<Swept> {
     let ctx = |op: &str, e: Errno| {
         let e = io::Error::from(e);
@@ -124,16 +129,23 @@ pub fn sweep_root(root: &Path) -> io::Result<Swept> {
     let mut swept = Swept::default();
     for user in users {
         let how = OFlags::DIRECTORY | OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
-        let home = match rfs::openat(&top, user.as_c_str(), how, Mode::empty()) {
-            Ok(fd) => fd,
-            Err(Errno::NOTDIR | Errno::LOOP | Errno::NOENT) => continue,
-            Err(e) => return Err(ctx(&format!("open {:?} in", user), e)),
-        };
-        let _lock = lock_home(&home).map_err(|e| ctx(&format!("lock {:?} in", user), e))?;
         let mut usage = Usage::default();
-        walk(&home, 0, &mut usage).map_err(|e| ctx(&format!("walk {:?} in", user), e))?;
+        let walked = match rfs::openat(&top, user.as_c_str(), how, Mode::empty()) {
+            Err(Errno::NOTDIR | Errno::LOOP | Errno::NOENT) => continue,
+            Err(e) => Err(("open", e)),
+            Ok(home) => match lock_home(&home) {
+                Err(e) => Err(("lock", e)),
+                Ok(_lock) => walk(&home, 0, &mut usage).map_err(|e| ("walk", e)),
+            },
+        };
         swept.files += usage.swept;
         swept.bytes += usage.swept_bytes;
+        if let Err((op, e)) = walked {
+            let dir = root.join(user.to_string_lossy().as_ref());
+            swept
+                .failed
+                .push(format!("{op} {}: {}", dir.display(), io::Error::from(e)));
+        }
     }
     Ok(swept)
 }
@@ -203,10 +215,13 @@ mod tests {
         let usage = root.usage().unwrap();
         assert_eq!((usage.stored, usage.reserved, usage.swept), (0, 60, 0));
         assert_eq!(sweep_root(d.path()).unwrap(), Swept::default());
+        std::fs::write(d.path().join("not-a-dir"), b"").unwrap();
         // What a killed upload leaves: the file without its lock.
         let left = d.path().join("alice").join(part_name("0011", 50));
         std::fs::write(&left, b"partial").unwrap();
-        assert_eq!(sweep_root(d.path()).unwrap(), Swept { files: 1, bytes: 7 });
+        let swept = sweep_root(d.path()).unwrap();
+        assert_eq!((swept.files, swept.bytes), (1, 7), "{swept:?}");
+        assert!(swept.failed.is_empty(), "{swept:?}");
         assert!(!left.exists());
         drop(up);
         assert_eq!(root.usage().unwrap(), Usage::default());
