@@ -370,10 +370,13 @@ pub(super) fn walk(dir: &OwnedFd, depth: usize, usage: &mut Usage) -> Result<(),
             FileType::RegularFile if part => match probe(dir, name) {
                 Ok(Part::Live(reserved)) => usage.reserved += reserved,
                 Ok(Part::Orphan) => match rfs::unlinkat(dir, name, AtFlags::empty()) {
-                    Ok(()) | Err(Errno::NOENT) => {
+                    Ok(()) => {
                         usage.swept += 1;
                         usage.swept_bytes += st.st_size as u64;
                     }
+                    // Its upload ended meanwhile and removed it (an upload
+                    // unlinks its part file before it lets go of the lock).
+                    Err(Errno::NOENT) => {}
                     Err(e) => return Err(e),
                 },
                 Err(Errno::NOENT) => {}
