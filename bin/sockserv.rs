@@ -14,7 +14,7 @@ mod status;
 use args::{Args, ServiceArg};
 use socketserver::log::{logger, LogTarget};
 use socketserver::services::chat::{ChatConfig, WORKERS_REFUSAL};
-use socketserver::services::files::FilesConfig;
+use socketserver::services::files::{FilesConfig, LoginLimit};
 use socketserver::services::{serve_foreground, Builtin, ServeConfig, ServiceKind};
 use socketserver::{BindOptions, Policy, Supervisor, Transport};
 
@@ -149,6 +149,11 @@ fn service(a: &Args) -> Result<ServiceKind, String> {
             max_file_size: a.max_file_size,
             quota: a.quota,
             kdf: a.hash_cost,
+            login_limit: LoginLimit {
+                failures: a.login_failures as u32,
+                window: secs(a.login_window).unwrap_or_default(),
+                lockout: secs(a.login_lockout).unwrap_or_default(),
+            },
         }),
     })
 }

@@ -133,6 +133,22 @@ pub struct Args {
     /// files: most bytes one user's files may hold (K, M, G suffixes).
     #[arg(long, default_value = "10G", env = "SOCKSERV_QUOTA", value_parser = cli::size(1 << 60))]
     pub quota: u64,
+    /// files: wrong passwords one client address may send within
+    /// --login-window before its logins are refused for --login-lockout
+    /// (0: no limit across connections). A Unix socket client's address
+    /// is its user id; an IPv6 client's is its /64.
+    #[arg(long, default_value_t = 5, env = "SOCKSERV_LOGIN_FAILURES",
+          value_parser = cli::count(0, 1_000_000))]
+    pub login_failures: u64,
+    /// files: seconds, from an address's first wrong password, in which
+    /// --login-failures count.
+    #[arg(long, default_value_t = 600.0, env = "SOCKSERV_LOGIN_WINDOW",
+          value_parser = cli::seconds(false, MAX_SECONDS))]
+    pub login_window: f64,
+    /// files: seconds logins from a locked-out address are refused.
+    #[arg(long, default_value_t = 600.0, env = "SOCKSERV_LOGIN_LOCKOUT",
+          value_parser = cli::seconds(false, MAX_SECONDS))]
+    pub login_lockout: f64,
     /// Unix socket file mode, octal (e.g. 0660).
     #[arg(long, value_parser = parse_mode, env = "SOCKSERV_SOCKET_MODE")]
     pub socket_mode: Option<u32>,

@@ -17,11 +17,13 @@ use std::path::Path;
 use rustix::fs::{self as rfs, AtFlags, FileType, Mode, OFlags, ResolveFlags};
 use rustix::io::Errno;
 
+use super::parts::{lock_home, part_name, probe, Part};
 use crate::services::accounts::credential::random_bytes;
 use crate::services::accounts::text::is_unsafe;
 
-/// Names starting with this are the service's temp files: hidden from
-/// listings and refused as user paths.
+/// Names starting with this are the service's temp files (part files of
+/// uploads in progress, see [`parts`](super::parts)): hidden from
+/// listings, refused as user paths, and never counted as stored bytes.
 pub const TEMP_PREFIX: &str = ".sockfiles-part-";
 
 /// The longest path a client may name.
@@ -81,6 +83,20 @@ fn explain(op: &str, path: &str, e: Errno) -> String {
         Errno::LOOP => format!("{op} {path}: too many symlinks"),
         e => format!("{op} {path}: {}", io::Error::from(e)),
     }
+}
+
+/// What a user's directory holds, as one walk under its lock found it.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Usage {
+    /// Bytes in finished regular files (what the quota bounds).
+    pub stored: u64,
+    /// Bytes reserved by uploads in progress (their declared sizes, less
+    /// what each replaces).
+    pub reserved: u64,
+    /// Part files of dead uploads the walk removed.
+    pub swept: u64,
+    /// Their bytes.
+    pub swept_bytes: u64,
 }
 
 /// A user's root directory and limits.
@@ -215,14 +231,20 @@ impl Root {
         rfs::unlinkat(&dir, name, flags).map_err(|e| explain("rm", path, e))
     }
 
-    /// Bytes used by all regular files under the root (temp files included).
-    pub fn usage(&self) -> io::Result<u64> {
-        let root = self.open_dir(&[]).map_err(io::Error::from)?;
-        du(&root, 0).map_err(io::Error::from)
+    /// What the user's files hold and their uploads reserve, measured
+    /// under the directory's lock; orphaned part files met on the way are
+    /// removed.
+    pub fn usage(&self) -> io::Result<Usage> {
+        let _lock = lock_home(&self.dir)?;
+        measure(&self.dir).map_err(io::Error::from)
     }
 
     /// Starts an upload of `size` bytes to `path`, after checking the
-    /// file-size limit and the quota.
+    /// file-size limit and the quota. Under the directory's lock, it
+    /// measures, checks that finished files, the reservations of uploads
+    /// in progress and this one fit the quota together, and creates the
+    /// part file that carries this upload's reservation, so concurrent
+    /// uploads, in any processes, cannot together pass the quota.
     pub fn begin_upload(&self, path: &str, size: u64) -> Result<Upload, String> {
         if size > self.max_file_size {
             return Err(format!(
@@ -231,45 +253,81 @@ impl Root {
             ));
         }
         let (dir, name) = self.parent("put", path)?;
-        let replaced = match rfs::statat(&dir, name, AtFlags::SYMLINK_NOFOLLOW) {
-            Ok(st) if FileType::from_raw_mode(st.st_mode) == FileType::Directory => {
-                return Err(format!("put {path}: is a directory"))
-            }
-            Ok(st) if FileType::from_raw_mode(st.st_mode) == FileType::RegularFile => {
-                st.st_size as u64
-            }
-            Ok(_) | Err(Errno::NOENT) => 0,
-            Err(e) => return Err(explain("put", path, e)),
-        };
-        let used = self
-            .usage()
-            .map_err(|e| format!("put {path}: cannot measure usage: {e}"))?;
-        let after = used.saturating_sub(replaced).saturating_add(size);
+        let lock = lock_home(&self.dir).map_err(|e| explain("put: lock", path, e))?;
+        let replaced = replaced_size(&dir, name).map_err(|e| explain("put", path, e))?;
+        let usage = measure(&self.dir).map_err(|e| explain("put: measure", path, e))?;
+        let after = (usage.stored + usage.reserved)
+            .saturating_sub(replaced)
+            .saturating_add(size);
         if after > self.quota {
-            return Err(format!(
-                "put {path}: quota exceeded: {used} of {} bytes used, {size} more requested",
-                self.quota
-            ));
+            return Err(quota_exceeded(path, self.quota, usage, size));
         }
+        let reserved = size.saturating_sub(replaced);
         let tag: String = random_bytes::<8>()
             .map_err(|e| format!("put {path}: {e}"))?
             .iter()
             .map(|b| format!("{b:02x}"))
             .collect();
-        let tmp = format!("{TEMP_PREFIX}{tag}");
+        let tmp = part_name(&tag, reserved);
         let how = OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::CLOEXEC;
         let fd = rfs::openat(&dir, tmp.as_str(), how, Mode::from_raw_mode(0o644))
             .map_err(|e| explain("put", path, e))?;
-        Ok(Upload {
-            file: File::from(fd),
+        // Held until the upload ends (its descriptor closes): the mark of a
+        // live upload, taken before the directory's lock is let go.
+        let held = rfs::flock(&fd, rfs::FlockOperation::NonBlockingLockExclusive);
+        let file = File::from(fd);
+        let home = self
+            .dir
+            .try_clone()
+            .map_err(|e| format!("put {path}: {e}"))?;
+        let upload = Upload {
+            file,
             dir,
+            home,
             tmp,
             name: name.to_string(),
             path: path.to_string(),
+            size,
             remaining: size,
+            replaced,
+            reserved,
+            quota: self.quota,
             done: false,
-        })
+        };
+        held.map_err(|e| explain("put: lock", path, e))?;
+        drop(lock);
+        Ok(upload)
     }
+}
+
+/// The size of the regular file `name` in `dir` that an upload would
+/// replace (0 if none); a directory there is refused.
+fn replaced_size(dir: &OwnedFd, name: &str) -> Result<u64, Errno> {
+    match rfs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW) {
+        Ok(st) if FileType::from_raw_mode(st.st_mode) == FileType::Directory => Err(Errno::ISDIR),
+        Ok(st) if FileType::from_raw_mode(st.st_mode) == FileType::RegularFile => {
+            Ok(st.st_size as u64)
+        }
+        Ok(_) | Err(Errno::NOENT) => Ok(0),
+        Err(e) => Err(e),
+    }
+}
+
+fn quota_exceeded(path: &str, quota: u64, usage: Usage, size: u64) -> String {
+    format!(
+        "put {path}: quota exceeded: {} of {quota} bytes used and {} reserved by uploads \
+         in progress, {size} more requested",
+        usage.stored, usage.reserved
+    )
+}
+
+/// Walks the user directory `home`; call it under [`lock_home`].
+fn measure(home: &OwnedFd) -> Result<Usage, Errno> {
+    let how = OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC;
+    let root = rfs::openat(home, ".", how, Mode::empty())?;
+    let mut usage = Usage::default();
+    walk(&root, 0, &mut usage)?;
+    Ok(usage)
 }
 
 /// Calls `f` with each entry of `dir` but `.`, `..` and temp files.
@@ -292,8 +350,9 @@ fn for_each_entry(dir: &OwnedFd, mut f: impl FnMut(&str, &rfs::Stat)) -> Result<
     Ok(())
 }
 
-fn du(dir: &OwnedFd, depth: usize) -> Result<u64, Errno> {
-    let mut total = 0u64;
+/// Adds what `dir` holds to `usage`, removing orphaned part files
+/// ([`parts`](super::parts)); call it under the user directory's lock.
+pub(super) fn walk(dir: &OwnedFd, depth: usize, usage: &mut Usage) -> Result<(), Errno> {
     let mut it = rfs::Dir::read_from(dir)?;
     while let Some(ent) = it.read() {
         let ent = ent?;
@@ -306,30 +365,54 @@ fn du(dir: &OwnedFd, depth: usize) -> Result<u64, Errno> {
             Err(Errno::NOENT) => continue,
             Err(e) => return Err(e),
         };
+        let part = name.to_bytes().starts_with(TEMP_PREFIX.as_bytes());
         match FileType::from_raw_mode(st.st_mode) {
-            FileType::RegularFile => total += st.st_size as u64,
+            FileType::RegularFile if part => match probe(dir, name) {
+                Ok(Part::Live(reserved)) => usage.reserved += reserved,
+                Ok(Part::Orphan) => match rfs::unlinkat(dir, name, AtFlags::empty()) {
+                    Ok(()) => {
+                        usage.swept += 1;
+                        usage.swept_bytes += st.st_size as u64;
+                    }
+                    // Its upload ended meanwhile and removed it (an upload
+                    // unlinks its part file before it lets go of the lock).
+                    Err(Errno::NOENT) => {}
+                    Err(e) => return Err(e),
+                },
+                Err(Errno::NOENT) => {}
+                Err(e) => return Err(e),
+            },
+            FileType::RegularFile => usage.stored += st.st_size as u64,
             FileType::Directory if depth < 64 => {
                 let how = OFlags::DIRECTORY | OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
                 let sub = rfs::openat(dir, name, how, Mode::empty())?;
-                total += du(&sub, depth + 1)?;
+                walk(&sub, depth + 1, usage)?;
             }
             _ => {}
         }
     }
-    Ok(total)
+    Ok(())
 }
 
-/// An upload in progress: a temp file beside its final name. Dropped
-/// before [`Upload::finish`], it removes the temp file, so an interrupted
-/// upload never leaves anything under the real name.
+/// An upload in progress: a part file beside its final name, locked by
+/// this upload and carrying its quota reservation. Dropped before
+/// [`Upload::finish`], it removes the part file, so an interrupted upload
+/// never leaves anything under the real name; if its process dies instead,
+/// the lock goes with it and the part file is an orphan the next walk
+/// removes.
 #[derive(Debug)]
 pub struct Upload {
     file: File,
     dir: OwnedFd,
+    home: OwnedFd,
     tmp: String,
     name: String,
     path: String,
+    size: u64,
     remaining: u64,
+    replaced: u64,
+    reserved: u64,
+    quota: u64,
     done: bool,
 }
 
@@ -351,7 +434,15 @@ impl Upload {
         Ok(())
     }
 
-    /// Flushes the file to disk and renames it to its real name.
+    /// Bytes this upload reserved against the quota.
+    pub fn reserved(&self) -> u64 {
+        self.reserved
+    }
+
+    /// Flushes the file to disk and renames it to its real name, under the
+    /// user directory's lock. If the file it replaces shrank or went away
+    /// meanwhile, the credit taken for it at the start is gone, so the
+    /// quota is checked again first.
     pub fn finish(mut self) -> Result<(), String> {
         if self.remaining != 0 {
             return Err(format!(
@@ -362,8 +453,24 @@ impl Upload {
         self.file
             .sync_all()
             .map_err(|e| format!("put {}: fsync: {e}", self.path))?;
+        let path = self.path.as_str();
+        let _lock = lock_home(&self.home).map_err(|e| explain("put: lock", path, e))?;
+        let now = replaced_size(&self.dir, &self.name).map_err(|e| explain("put", path, e))?;
+        if now < self.replaced.min(self.size) {
+            let usage = measure(&self.home).map_err(|e| explain("put: measure", path, e))?;
+            let others = Usage {
+                reserved: usage.reserved.saturating_sub(self.reserved),
+                ..usage
+            };
+            let after = (others.stored + others.reserved)
+                .saturating_sub(now)
+                .saturating_add(self.size);
+            if after > self.quota {
+                return Err(quota_exceeded(path, self.quota, others, self.size));
+            }
+        }
         rfs::renameat(&self.dir, self.tmp.as_str(), &self.dir, self.name.as_str())
-            .map_err(|e| explain("put", &self.path, e))?;
+            .map_err(|e| explain("put", path, e))?;
         self.done = true;
         let _ = rfs::fsync(self.dir.as_fd());
         Ok(())
@@ -448,8 +555,43 @@ mod tests {
         up.finish().unwrap();
         assert!(r.begin_upload("h", 496).unwrap_err().contains("quota"));
         // Replacing a file counts only the difference.
-        r.begin_upload("g", 1000).unwrap();
-        assert_eq!(r.usage().unwrap(), 1005);
+        let up = r.begin_upload("g", 1000).unwrap();
+        assert_eq!(up.reserved(), 0);
+        assert_eq!(r.usage().unwrap().stored, 1005);
+    }
+
+    #[test]
+    fn uploads_in_progress_reserve_their_size_until_they_end() {
+        let (_d, r) = root();
+        let a = r.begin_upload("a", 1000).unwrap();
+        let e = r.begin_upload("b", 501).unwrap_err();
+        assert!(e.contains("0 of 1500 bytes used and 1000 reserved"), "{e}");
+        let mut b = r.begin_upload("b", 500).unwrap();
+        assert_eq!(r.usage().unwrap().reserved, 1500);
+        drop(a);
+        b.write(&[1; 500]).unwrap();
+        b.finish().unwrap();
+        let u = r.usage().unwrap();
+        assert_eq!((u.stored, u.reserved), (500, 0));
+        r.begin_upload("a", 1000).unwrap();
+    }
+
+    #[test]
+    fn a_replacement_whose_credit_went_away_is_checked_again_at_finish() {
+        let (_d, r) = root();
+        let mut g = r.begin_upload("g", 1000).unwrap();
+        g.write(&[0; 1000]).unwrap();
+        g.finish().unwrap();
+        let mut again = r.begin_upload("g", 1000).unwrap();
+        assert_eq!(again.reserved(), 0, "replaces as much as it brings");
+        again.write(&[1; 1000]).unwrap();
+        r.remove("g").unwrap();
+        let mut h = r.begin_upload("h", 1000).unwrap();
+        h.write(&[2; 1000]).unwrap();
+        h.finish().unwrap();
+        let e = again.finish().unwrap_err();
+        assert!(e.contains("quota exceeded"), "{e}");
+        assert_eq!(r.usage().unwrap().stored, 1000);
     }
 
     #[test]

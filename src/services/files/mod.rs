@@ -17,18 +17,23 @@
 //!                         S: ok stored SIZE | err
 //! C: get PATH             S: ok SIZE, then data frames of SIZE bytes | err
 //! C: rm PATH              S: ok | err                        (file, link, empty dir)
-//! C: quota                S: ok used=N quota=N max-file=N
+//! C: quota                S: ok used=N quota=N max-file=N reserved=N
 //! C: quit                 S: ok bye, and the connection closes
 //! ```
 //!
 //! Paths stay inside the user's directory `ROOT/NAME` ([`fsops`]). Uploads
-//! go to a temp file renamed on completion. A frame over the limit gets
-//! `err ...` and the connection is closed without reading the frame.
+//! go to a part file renamed on completion, which reserves its size
+//! against the quota while it lasts ([`parts`]). A frame over the limit
+//! gets `err ...` and the connection is closed without reading the frame.
+//! Wrong passwords are limited per connection ([`MAX_LOGIN_FAILURES`]) and
+//! per client address across connections ([`lockout`]).
 
 pub mod auth;
 pub mod client;
 pub mod frame;
 pub mod fsops;
+pub mod lockout;
+pub mod parts;
 mod session;
 
 use std::io;
@@ -44,6 +49,9 @@ use crate::services::accounts::credential::random_bytes;
 use crate::services::accounts::password::{password_ok, MAX_PASSWORD, MIN_PASSWORD};
 use crate::services::accounts::text::check_name;
 use crate::services::accounts::{Account, Accounts, Credential, KdfParams, UpdateError};
+
+use lockout::Lockouts;
+pub use lockout::LoginLimit;
 
 /// Why files refuses the event policy (printed by `sockserv` as is).
 pub const EVENT_REFUSAL: &str =
@@ -77,6 +85,8 @@ pub struct FilesConfig {
     pub quota: u64,
     /// argon2id parameters shown in challenges for unknown names.
     pub kdf: KdfParams,
+    /// Wrong passwords allowed per client address across connections.
+    pub login_limit: LoginLimit,
 }
 
 impl FilesConfig {
@@ -129,11 +139,13 @@ pub fn add_user(
 pub struct Files {
     cfg: FilesConfig,
     secret: [u8; 32],
+    lockouts: Lockouts,
     log: Logger,
 }
 
 impl Files {
-    /// Checks the configuration and creates the root directory (mode 0700).
+    /// Checks the configuration, creates the root directory (mode 0700)
+    /// and sweeps it of part files that dead uploads left behind.
     pub fn open(cfg: FilesConfig, log: Logger) -> io::Result<Arc<Files>> {
         if cfg.max_frame < MIN_MAX_FRAME || cfg.max_frame > u32::MAX as usize {
             return Err(io::Error::new(
@@ -161,11 +173,36 @@ impl Files {
             slog::warn!(log, "files: no accounts yet; add one with sockfiles --add-user";
                         "accounts" => %cfg.accounts.display());
         }
-        Ok(Arc::new(Files {
+        let files = Files {
+            lockouts: Lockouts::new(&cfg.root, cfg.login_limit),
             cfg,
             secret: random_bytes::<32>()?,
             log,
-        }))
+        };
+        // A root that cannot be swept now still serves: logins will report
+        // what is wrong with it, and the next sweep tries again.
+        if let Err(e) = files.sweep(true) {
+            slog::error!(files.log, "files: sweep failed"; "error" => %e);
+        }
+        Ok(Arc::new(files))
+    }
+
+    /// Sweeps the root of orphaned part files: at start (`force`), then
+    /// at the end of a connection once [`parts::SWEEP_INTERVAL`] has passed
+    /// since the last sweep by any process serving this root.
+    fn sweep(&self, force: bool) -> io::Result<()> {
+        let Some(s) = parts::sweep_if_due(&self.cfg.root, force)? else {
+            return Ok(());
+        };
+        if s.files > 0 {
+            slog::info!(self.log, "files: removed part files of dead uploads";
+                        "files" => s.files, "bytes" => s.bytes,
+                        "files_root" => %self.cfg.root.display());
+        }
+        for e in &s.failed {
+            slog::error!(self.log, "files: sweep failed"; "error" => e);
+        }
+        Ok(())
     }
 
     /// A handler factory for `ServerBuilder::build`.
@@ -185,7 +222,15 @@ pub struct FilesHandler {
 impl Handler for FilesHandler {
     fn handle(&mut self, req: &mut Request) -> io::Result<()> {
         match req {
-            Request::Stream(s) => session::serve(&self.files, s),
+            Request::Stream(s) => {
+                let served = session::serve(&self.files, s);
+                if !s.server().is_stopping() {
+                    if let Err(e) = self.files.sweep(false) {
+                        slog::error!(self.files.log, "files: sweep failed"; "error" => %e);
+                    }
+                }
+                served
+            }
             Request::Datagram(d) => {
                 d.reply
                     .extend_from_slice(b"err the files service needs a stream transport\n");

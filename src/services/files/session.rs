@@ -11,9 +11,16 @@ use crate::services::accounts::Accounts;
 use super::auth::{self, Challenge};
 use super::frame::{too_large, Framed};
 use super::fsops::Root;
+use super::lockout::client_key;
 use super::{Files, DATA_CHUNK, MAX_LOGIN_FAILURES, PROTOCOL};
 
 type Conn<'a> = Framed<&'a mut StreamRequest>;
+
+/// Who is connected: the address to log, and the key of the login limit.
+struct Peer {
+    shown: String,
+    key: String,
+}
 
 /// What to do after a command.
 enum Next {
@@ -23,7 +30,10 @@ enum Next {
 
 /// Serves the connection until the client quits or leaves.
 pub(super) fn serve(files: &Files, s: &mut StreamRequest) -> io::Result<()> {
-    let peer = s.peer().to_string();
+    let peer = Peer {
+        shown: s.peer().to_string(),
+        key: client_key(s.peer(), s.socket()),
+    };
     let mut conn: Conn<'_> = Framed::new(s, files.cfg.max_frame);
     conn.send(format!("hello {PROTOCOL} max-frame={}", files.cfg.max_frame).as_bytes())?;
     let mut root: Option<Root> = None;
@@ -111,8 +121,8 @@ fn command(conn: &mut Conn<'_>, root: &Root, verb: &str, arg: &str) -> io::Resul
                 .map_err(|e| format!("cannot measure usage: {e}"));
             let r = used.map(|u| {
                 format!(
-                    "used={u} quota={} max-file={}",
-                    root.quota, root.max_file_size
+                    "used={} quota={} max-file={} reserved={}",
+                    u.stored, root.quota, root.max_file_size, u.reserved
                 )
             });
             reply(conn, r)
@@ -175,9 +185,39 @@ fn get(conn: &mut Conn<'_>, root: &Root, path: &str) -> io::Result<Next> {
     Ok(Next::Continue)
 }
 
+/// `Err(reply)` if logins from `peer` are refused now: locked out after
+/// too many wrong passwords, or the table cannot be read (then the server
+/// fails closed, as when it cannot read its accounts).
+fn admitted(files: &Files, peer: &Peer) -> Result<(), String> {
+    match files.lockouts.refused(&peer.key) {
+        Ok(None) => Ok(()),
+        Ok(Some(left)) => {
+            warn!(files.log, "files login refused: locked out";
+                  "peer" => &peer.shown, "key" => &peer.key, "seconds_left" => left.as_secs());
+            Err(lockout_message(left))
+        }
+        Err(e) => {
+            slog::error!(files.log, "files: cannot read the login limits"; "error" => %e);
+            Err("the server cannot check its login limits right now".into())
+        }
+    }
+}
+
+fn lockout_message(left: std::time::Duration) -> String {
+    format!(
+        "too many failed logins from your address; try again in {} s",
+        left.as_secs_f64().ceil() as u64
+    )
+}
+
 /// Runs the challenge-response for `login NAME CNONCE`; `Some(root)` on
-/// success. Every failure gets the same `err login failed`.
-fn login(files: &Files, conn: &mut Conn<'_>, arg: &str, peer: &str) -> io::Result<Option<Root>> {
+/// success. Every wrong password gets the same `err login failed` (or the
+/// lockout it triggered), and counts against `peer`'s address.
+fn login(files: &Files, conn: &mut Conn<'_>, arg: &str, peer: &Peer) -> io::Result<Option<Root>> {
+    if let Err(m) = admitted(files, peer) {
+        reply(conn, Err(m))?;
+        return Ok(None);
+    }
     let Some((name, cnonce)) = arg.split_once(' ') else {
         reply(conn, Err("usage: login NAME CNONCE".into()))?;
         return Ok(None);
@@ -217,6 +257,12 @@ fn login(files: &Files, conn: &mut Conn<'_>, arg: &str, peer: &str) -> io::Resul
     let Some(proof) = recv(conn)? else {
         return Err(io::ErrorKind::UnexpectedEof.into());
     };
+    // Checked again: other connections from the address may have used up
+    // its tries while this one computed its proof.
+    if let Err(m) = admitted(files, peer) {
+        reply(conn, Err(m))?;
+        return Ok(None);
+    }
     let am = challenge.auth_message(name, cnonce);
     let accepted = std::str::from_utf8(&proof)
         .ok()
@@ -234,8 +280,21 @@ fn login(files: &Files, conn: &mut Conn<'_>, arg: &str, peer: &str) -> io::Resul
             Ok(Some(root))
         }
         None => {
-            warn!(files.log, "files login failed"; "name" => name, "peer" => peer);
-            conn.send(b"err login failed")?;
+            warn!(files.log, "files login failed"; "name" => name, "peer" => &peer.shown,
+                  "key" => &peer.key);
+            match files.lockouts.failed(&peer.key) {
+                Ok(None) => conn.send(b"err login failed")?,
+                Ok(Some(left)) => {
+                    warn!(files.log, "files: address locked out after failed logins";
+                          "peer" => &peer.shown, "key" => &peer.key,
+                          "seconds" => left.as_secs());
+                    conn.send(format!("err login failed; {}", lockout_message(left)).as_bytes())?
+                }
+                Err(e) => {
+                    slog::error!(files.log, "files: cannot count a failed login"; "error" => %e);
+                    conn.send(b"err login failed")?
+                }
+            }
             Ok(None)
         }
     }
