@@ -31,7 +31,7 @@ pub(crate) const MAX_PARKED: usize = 4096;
 pub(crate) struct Parked {
     /// How long a connection may stay silent.
     pub(crate) patience: Duration,
-    /// Each with its deadline, oldest first.
+    /// Each with when it was parked, oldest first.
     conns: Vec<(Incoming, Instant)>,
 }
 
@@ -66,16 +66,20 @@ impl Parked {
     }
 
     /// Holds `incoming` until it speaks; returns the connection closed to
-    /// make room (the oldest), if the table was full.
-    pub(crate) fn park(&mut self, incoming: Incoming) -> Option<Incoming> {
-        let evicted = (self.conns.len() >= MAX_PARKED).then(|| self.conns.remove(0).0);
-        self.conns.push((incoming, Instant::now() + self.patience));
+    /// make room (the oldest) and how long it waited, if the table was full.
+    pub(crate) fn park(&mut self, incoming: Incoming) -> Option<(Incoming, Duration)> {
+        let now = Instant::now();
+        let evicted = (self.conns.len() >= MAX_PARKED).then(|| {
+            let (oldest, since) = self.conns.remove(0);
+            (oldest, now - since)
+        });
+        self.conns.push((incoming, now));
         evicted
     }
 
     /// The soonest deadline.
     pub(crate) fn next_deadline(&self) -> Option<Instant> {
-        self.conns.first().map(|(_, d)| *d)
+        self.conns.first().map(|(_, since)| *since + self.patience)
     }
 
     /// Poll entries for every parked connection, appended to `fds`.
@@ -96,13 +100,13 @@ impl Parked {
     ) -> (Vec<Incoming>, Vec<Incoming>) {
         let (mut spoken, mut expired) = (Vec::new(), Vec::new());
         let mut kept = Vec::with_capacity(self.conns.len());
-        for (i, (incoming, deadline)) in self.conns.drain(..).enumerate() {
+        for (i, (incoming, since)) in self.conns.drain(..).enumerate() {
             if fired.get(i).copied().unwrap_or(false) {
                 spoken.push(incoming);
-            } else if deadline <= now {
+            } else if since + self.patience <= now {
                 expired.push(incoming);
             } else {
-                kept.push((incoming, deadline));
+                kept.push((incoming, since));
             }
         }
         self.conns = kept;

@@ -609,8 +609,9 @@ impl Server {
         let ready = listen_at < n && flags[listen_at];
         let parked = self.parked.as_mut().expect("parked connections");
         let (spoken, expired) = parked.sort_out(&flags[n..], Instant::now());
+        let patience = parked.patience;
         for incoming in expired {
-            self.close_silent(incoming);
+            self.close_silent(incoming, patience);
         }
         for incoming in spoken {
             self.process(incoming);
@@ -619,13 +620,12 @@ impl Server {
     }
 
     /// Closes a connection that never spoke (past its patience, or evicted
-    /// from a full table).
-    fn close_silent(&mut self, incoming: Incoming) {
+    /// from a full table) after it `waited`.
+    fn close_silent(&mut self, incoming: Incoming, waited: Duration) {
         let peer = incoming.peer().clone();
         debug!(self.log, "closed a connection that sent nothing"; "peer" => %peer);
         if let Some(access) = &self.dispatch.access {
             use crate::access::Outcome;
-            let waited = self.parked.as_ref().map_or(Duration::ZERO, |p| p.patience);
             access.record(&peer, Outcome::Timeout, waited, 0, 0);
         }
     }
@@ -659,8 +659,8 @@ impl Server {
                 self.accept_recovered();
                 if let Some(parked) = &mut self.parked {
                     if !Parked::has_spoken(&incoming) {
-                        if let Some(evicted) = parked.park(incoming) {
-                            self.close_silent(evicted);
+                        if let Some((evicted, waited)) = parked.park(incoming) {
+                            self.close_silent(evicted, waited);
                         }
                         return true;
                     }
