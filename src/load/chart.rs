@@ -165,7 +165,8 @@ impl Scale {
     }
 
     /// (value, labelled) ticks: about five round steps, or every decade
-    /// (with unlabelled 2s and 5s when there are few decades).
+    /// with the 2s and 5s between when there are few decades (labelled
+    /// when there are only one or two).
     fn ticks(self) -> Vec<(f64, bool)> {
         match self {
             Scale::Linear { top } => {
@@ -189,7 +190,8 @@ impl Scale {
                     let v = lo * 10f64.powi(d);
                     out.push((v, true));
                     if decades <= 4 {
-                        out.extend([(2.0 * v, false), (5.0 * v, false)]);
+                        // Labelled too when there are few decades to read.
+                        out.extend([(2.0 * v, decades <= 2), (5.0 * v, decades <= 2)]);
                     }
                 }
                 out.retain(|(v, _)| *v <= hi * 1.0001);
@@ -1043,6 +1045,16 @@ mod tests {
             (s.frac(1000.0) - 2.0 * third).abs() < 1e-9,
             "decades evenly spaced"
         );
+        // Two decades: the 2s and 5s are labelled too.
+        let s = Scale::Log {
+            lo: 100.0,
+            hi: 6000.0,
+        };
+        let labelled: Vec<f64> = (s.ticks().into_iter())
+            .filter(|(_, major)| *major)
+            .map(|(v, _)| v)
+            .collect();
+        assert_eq!(labelled, [100.0, 200.0, 500.0, 1000.0, 2000.0, 5000.0]);
         // 10 sits on its decade: the axis starts one lower, so its bar shows.
         let Scale::Log { lo, .. } = Scale::log([10.0, 50.0].into_iter(), 4.0) else {
             panic!("not a log scale");
