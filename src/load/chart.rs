@@ -127,16 +127,17 @@ enum Scale {
 }
 
 impl Scale {
-    /// A linear axis with room above `max` for the bars' labels.
-    fn linear(max: f64) -> Scale {
+    /// A linear axis from 0 on which `max` sits at `at` of the height (room
+    /// above it for the bars' labels).
+    fn linear(max: f64, at: f64) -> Scale {
         Scale::Linear {
-            top: (max / 0.78).max(1e-9),
+            top: (max / at).max(1e-9),
         }
     }
 
     /// A log axis from a power of ten below the smallest positive value to
-    /// `room` times the largest (room above it for labels).
-    fn log(values: impl Iterator<Item = f64>, room: f64) -> Scale {
+    /// where the largest sits at `at` of the height.
+    fn log(values: impl Iterator<Item = f64>, at: f64) -> Scale {
         let (mut min, mut max) = (f64::INFINITY, 0.0f64);
         for v in values.filter(|v| *v > 0.0 && v.is_finite()) {
             min = min.min(v);
@@ -150,7 +151,7 @@ impl Scale {
         let lo = 10f64.powf((min.log10() - 0.3).floor());
         Scale::Log {
             lo,
-            hi: (max * room).max(lo * 10.0),
+            hi: (lo * (max / lo).powf(1.0 / at)).max(lo * 10.0),
         }
     }
 
@@ -399,16 +400,6 @@ struct BarPanel {
 
 fn draw_bars(area: &Area, p: &BarPanel) -> anyhow::Result<()> {
     let f = Frame::of(area, !p.legend.is_empty());
-    let values = p.bars.iter().map(|b| b.value);
-    let scale = if p.log {
-        Scale::log(values, 4.0)
-    } else {
-        Scale::linear(values.fold(0.0, f64::max))
-    };
-    axes(area, &f, &p.title, scale, p.unit)?;
-    if !p.legend.is_empty() {
-        keys(area, &p.legend, 14, MARGIN.2 + 6)?;
-    }
     // Half a slot of room at either end.
     let span = p.slots.max(1) as f64 + 1.0;
     let slot_w = (f.x1 - f.x0) as f64 / span;
@@ -421,6 +412,29 @@ fn draw_bars(area: &Area, p: &BarPanel) -> anyhow::Result<()> {
         .max()
         .unwrap_or(0);
     let rotate = widest as f64 > slot_w - 2.0;
+    let lines = p
+        .bars
+        .iter()
+        .map(|b| b.label.lines().count())
+        .max()
+        .unwrap_or(1);
+    // The tallest bar leaves its label room below the plot's top edge.
+    let room = if rotate {
+        widest + 8
+    } else {
+        13 * lines as i32 + 5
+    };
+    let at = (1.0 - room as f64 / (f.y1 - f.y0) as f64).clamp(0.5, 0.95);
+    let values = p.bars.iter().map(|b| b.value);
+    let scale = if p.log {
+        Scale::log(values, at)
+    } else {
+        Scale::linear(values.fold(0.0, f64::max), at)
+    };
+    axes(area, &f, &p.title, scale, p.unit)?;
+    if !p.legend.is_empty() {
+        keys(area, &p.legend, 14, MARGIN.2 + 6)?;
+    }
     // Bars at most 56 px wide, centred in their slot.
     let half = (slot_w * 0.38).min(28.0) / slot_w;
     for b in &p.bars {
@@ -672,7 +686,7 @@ fn sweep_panel(area: &Area, r: &Results, metric: Metric) -> anyhow::Result<()> {
         ),
     };
     let f = Frame::of(area, false);
-    let scale = Scale::log(cells.iter().map(|c| value(c)), 2.0);
+    let scale = Scale::log(cells.iter().map(|c| value(c)), 0.9);
     axes(area, &f, title, scale, unit)?;
     let counts: Vec<u64> = {
         let set: std::collections::BTreeSet<u64> =
@@ -1026,20 +1040,18 @@ mod tests {
 
     #[test]
     fn log_scales_tick_every_decade_and_leave_room_above() {
-        let Scale::Log { lo, hi } = Scale::log([26.0, 16_000.0].into_iter(), 4.0) else {
+        let s = Scale::log([26.0, 16_000.0].into_iter(), 0.8);
+        let Scale::Log { lo, hi } = s else {
             panic!("not a log scale");
         };
-        assert_eq!((lo, hi), (10.0, 64_000.0));
-        let s = Scale::Log { lo, hi };
+        assert_eq!(lo, 10.0);
+        assert!((s.frac(16_000.0) - 0.8).abs() < 1e-9, "{hi}");
         let majors: Vec<f64> = (s.ticks().into_iter())
             .filter(|(_, major)| *major)
             .map(|(v, _)| v)
             .collect();
-        assert_eq!(majors, [10.0, 100.0, 1000.0, 10_000.0]);
-        assert_eq!(
-            (s.frac(10.0), s.frac(64_000.0), s.frac(0.0)),
-            (0.0, 1.0, 0.0)
-        );
+        assert_eq!(majors, [10.0, 100.0, 1000.0, 10_000.0, 100_000.0]);
+        assert_eq!((s.frac(10.0), s.frac(hi), s.frac(0.0)), (0.0, 1.0, 0.0));
         let third = s.frac(100.0);
         assert!(
             (s.frac(1000.0) - 2.0 * third).abs() < 1e-9,
@@ -1056,7 +1068,7 @@ mod tests {
             .collect();
         assert_eq!(labelled, [100.0, 200.0, 500.0, 1000.0, 2000.0, 5000.0]);
         // 10 sits on its decade: the axis starts one lower, so its bar shows.
-        let Scale::Log { lo, .. } = Scale::log([10.0, 50.0].into_iter(), 4.0) else {
+        let Scale::Log { lo, .. } = Scale::log([10.0, 50.0].into_iter(), 0.8) else {
             panic!("not a log scale");
         };
         assert_eq!(lo, 1.0);
