@@ -20,7 +20,7 @@
 set -euo pipefail
 
 die() { echo "render-check.sh: $*" >&2; exit 1; }
-usage() { sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; }
 
 PNG='' WIDTH=1480 HEIGHT='' DIR=''
 while (($#)); do
