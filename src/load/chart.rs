@@ -412,6 +412,10 @@ fn draw_bars(area: &Area, p: &BarPanel) -> anyhow::Result<()> {
         .max()
         .unwrap_or(0);
     let rotate = widest as f64 > slot_w - 2.0;
+    let upright = (p.bars.iter())
+        .map(|b| text_w(&b.label.replace('\n', " "), 11.0))
+        .max()
+        .unwrap_or(0);
     let lines = p
         .bars
         .iter()
@@ -420,7 +424,7 @@ fn draw_bars(area: &Area, p: &BarPanel) -> anyhow::Result<()> {
         .unwrap_or(1);
     // The tallest bar leaves its label room below the plot's top edge.
     let room = if rotate {
-        widest + 8
+        upright + 8
     } else {
         13 * lines as i32 + 5
     };
@@ -449,25 +453,7 @@ fn draw_bars(area: &Area, p: &BarPanel) -> anyhow::Result<()> {
             Fill::Hatched => hatched(area, (l, top), (r, f.y1))?,
             Fill::None => {}
         }
-        let colour = if matches!(b.fill, Fill::Solid(_)) {
-            INK
-        } else {
-            LOCKED
-        };
-        let cx = (l + r) / 2;
-        if rotate {
-            let style = font(11.0)
-                .transform(FontTransform::Rotate270)
-                .color(&colour)
-                .pos(Pos::new(HPos::Left, VPos::Center));
-            let label = b.label.replace('\n', " ");
-            text(area, &label, &style, (cx, top - 4))?;
-        } else {
-            let style = text_style(11.0, colour, HPos::Center, VPos::Bottom);
-            for (i, l) in b.label.lines().rev().enumerate() {
-                text(area, l, &style, (cx, top - 3 - 13 * i as i32))?;
-            }
-        }
+        bar_label(area, b, ((l + r) / 2, top), rotate)?;
     }
     let name = text_style(13.0, INK, HPos::Center, VPos::Top);
     let sub = text_style(11.0, GREY, HPos::Center, VPos::Top);
@@ -477,6 +463,28 @@ fn draw_bars(area: &Area, p: &BarPanel) -> anyhow::Result<()> {
         if !g.sub.is_empty() {
             text(area, &g.sub, &sub, (cx, f.y1 + 24))?;
         }
+    }
+    Ok(())
+}
+
+/// A bar's value above it: upright (its lines joined) when bars are narrow,
+/// red when the bar stands for no answer.
+fn bar_label(area: &Area, b: &Bar, (cx, top): (i32, i32), rotate: bool) -> anyhow::Result<()> {
+    let colour = if matches!(b.fill, Fill::Solid(_)) {
+        INK
+    } else {
+        LOCKED
+    };
+    if rotate {
+        let style = font(11.0)
+            .transform(FontTransform::Rotate270)
+            .color(&colour)
+            .pos(Pos::new(HPos::Left, VPos::Center));
+        return text(area, &b.label.replace('\n', " "), &style, (cx, top - 4));
+    }
+    let style = text_style(11.0, colour, HPos::Center, VPos::Bottom);
+    for (i, l) in b.label.lines().rev().enumerate() {
+        text(area, l, &style, (cx, top - 3 - 13 * i as i32))?;
     }
     Ok(())
 }
