@@ -13,10 +13,21 @@ use args::{Cli, Cmd, ReportArgs, RunArgs};
 use socketserver::load::{self, Config, Output, Stop, Verdict};
 
 fn report(a: &ReportArgs) -> anyhow::Result<Verdict> {
+    use anyhow::Context as _;
     let results = load::compare::read_dir(&a.dir)?;
     print!("{}", load::compare::markdown(&results));
-    if let Some(path) = &a.chart {
-        load::chart::draw(&results, path)?;
+    // The chart, when asked for; the page inlines it when there is one.
+    let svg = if a.chart.is_some() || (a.html.is_some() && load::chart::has_contents(&results)) {
+        Some(load::chart::render(&results)?)
+    } else {
+        None
+    };
+    if let (Some(path), Some(svg)) = (&a.chart, &svg) {
+        std::fs::write(path, svg).with_context(|| format!("write chart {}", path.display()))?;
+    }
+    if let Some(path) = &a.html {
+        let page = load::html::page(&results, svg.as_deref());
+        std::fs::write(path, page).with_context(|| format!("write page {}", path.display()))?;
     }
     Ok(Verdict::Pass)
 }

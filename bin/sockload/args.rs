@@ -23,8 +23,8 @@ pub struct Cli {
 pub enum Cmd {
     /// One report from histogram files saved with --hist (e.g. on several hosts).
     Merge(MergeArgs),
-    /// A Markdown table (stdout) and an SVG chart from a directory of
-    /// comparison results written by scripts/compare.sh.
+    /// Markdown tables (stdout), an SVG chart and an HTML page from a
+    /// directory of comparison results written by scripts/compare.sh.
     Report(ReportArgs),
 }
 
@@ -36,6 +36,10 @@ pub struct ReportArgs {
     /// Write the chart (SVG) here.
     #[arg(long, value_name = "FILE")]
     pub chart: Option<PathBuf>,
+    /// Write a self-contained HTML page here: the caption, every table and
+    /// the chart inline.
+    #[arg(long, value_name = "FILE")]
+    pub html: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]

@@ -15,6 +15,7 @@ pub mod chart;
 mod client;
 pub mod compare;
 mod histfile;
+pub mod html;
 mod merge;
 mod plan;
 mod progress;
