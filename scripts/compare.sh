@@ -44,7 +44,8 @@ Usage: scripts/compare.sh [options]
   --quick             about a minute: tcp only, --duration 1 --warmup 0.25
                       --idle 200 --slow 10,100 (flags given explicitly
                       still win)
-  --results DIR       where the JSON files, compare.md and compare.svg go
+  --results DIR       where the JSON files, compare.md, compare.svg and
+                      compare.html go
                       (must be empty or absent)  [bench-results/compare-STAMP]
   --no-build          use the binaries already built
   --workers N         prefork: sync worker processes                    [4]
@@ -639,14 +640,11 @@ connections that never send a byte and N that sent 3 bytes of a line and stopped
 then one normal client's echo request is timed from its connect; no answer within
 ${SLOW_BOUND} s is "locked out".
 EOF
-    local -a chart=()
-    # The chart draws the matrix; the sweep is a table only.
-    ((${#WORKLOAD_LIST[@]})) && chart=(--chart "$RESULTS/compare.svg")
-    "$SOCKLOAD" report "$RESULTS" "${chart[@]}" \
+    "$SOCKLOAD" report "$RESULTS" --chart "$RESULTS/compare.svg" --html "$RESULTS/compare.html" \
         || echo "(sockload report failed: see above)"
     python3 "$CMP_SRC/results.py" notes "$RESULTS"
 }
 echo
 report | tee "$RESULTS/compare.md"
 echo
-log "done in ${WALL} s; results: $RESULTS (compare.md, compare.svg, one JSON file per cell)"
+log "done in ${WALL} s; results: $RESULTS (compare.md, compare.svg, compare.html, one JSON file per cell)"
