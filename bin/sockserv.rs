@@ -24,6 +24,13 @@ use socketserver::{BindOptions, Policy, Supervisor, Transport};
 /// stalled client lets go of a fork child or a thread within a minute.
 const LINE_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// The file service's default idle timeout: vsftpd's
+/// `idle_session_timeout`. A session may sit between commands for five
+/// minutes (a person at `sockfiles`' prompt); a client that stops reading
+/// a download, or never logs in, lets go of its fork child, thread or
+/// pool slot then instead of never.
+const FILES_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
+
 /// The line services' default request deadline: the whole of one line
 /// within 30 s of its first byte. Apache's `RequestReadTimeout` allows a
 /// request's header 20 s, extended to 40 s while at least 500 bytes/s
@@ -81,7 +88,8 @@ fn config(a: &Args) -> Result<ServeConfig, String> {
     let idle_timeout = match (a.idle_timeout, &service) {
         (Some(t), _) => secs(t),
         (None, ServiceKind::Builtin(_)) => Some(LINE_IDLE_TIMEOUT),
-        (None, _) => None,
+        (None, ServiceKind::Files(_)) => Some(FILES_IDLE_TIMEOUT),
+        (None, ServiceKind::Chat(_)) => None,
     };
     let request_timeout = match (a.request_timeout, &service) {
         (Some(t), _) => secs(t),

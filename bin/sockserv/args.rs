@@ -71,8 +71,8 @@ pub struct Args {
     pub queue: Option<u64>,
     /// Close a stream connection idle this many seconds (0: never)
     /// [default: 60 for the line services, whose connections also reach
-    /// the policy only once they send; never for chat and files, which
-    /// keep their own timeouts].
+    /// the policy only once they send; 300 for files (vsftpd's idle
+    /// session timeout); never for chat, whose rooms hold idle members].
     #[arg(long, env = "SOCKSERV_IDLE_TIMEOUT", value_parser = cli::seconds(true, MAX_SECONDS))]
     pub idle_timeout: Option<f64>,
     /// Close a stream connection whose request (a line) is not complete
