@@ -222,6 +222,82 @@ fn apply_meta(s: &mut Summary, m: Meta) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The reader's contract on arbitrary bytes (the fuzz target `histfile`
+/// and the unit tests call it): `data` is read twice, as a whole file and
+/// as the one histogram of an otherwise well-formed file (so the fuzzer
+/// reaches the histogram decoder through base64). Neither read panics or
+/// allocates more than the file could describe; a refusal has a message;
+/// an accepted file is one run whose counts add up without overflow, whose
+/// rates are finite and not negative, whose ok count (without a
+/// `#[sockload: ...]` line) is its number of values, and which writes out
+/// to a file that reads back the same.
+///
+/// # Panics
+///
+/// When the contract is broken.
+pub(crate) fn check_parse(data: &[u8]) {
+    check_file(data);
+    let mut file = b"#[Histogram log format version 1.3]\n\
+        #[StartTime: 1700000000.000 (seconds since epoch)]\n\
+        \"StartTimestamp\",\"Interval_Length\",\"Interval_Max\",\"Interval_Compressed_Histogram\"\n\
+        0.000,1.000,0.000,"
+        .to_vec();
+    file.extend_from_slice(
+        base64::engine::general_purpose::STANDARD
+            .encode(data)
+            .as_bytes(),
+    );
+    file.push(b'\n');
+    check_file(&file);
+}
+
+fn check_file(text: &[u8]) {
+    let s = match parse(text) {
+        Ok(s) => s,
+        Err(e) => {
+            assert!(!format!("{e:#}").trim().is_empty(), "an empty error");
+            return;
+        }
+    };
+    assert_eq!(s.runs, 1);
+    let total = s.errors.iter().try_fold(s.ok, |a, &n| a.checked_add(n));
+    assert!(
+        total.is_some(),
+        "ok {} and errors {:?} overflow",
+        s.ok,
+        s.errors
+    );
+    for r in [s.requests_per_s, s.ok_per_s] {
+        assert!(r.is_finite() && r >= 0.0, "rate {r}");
+    }
+    if matches!(find_meta(text), Ok(None)) {
+        assert_eq!(s.ok, s.latency.len(), "ok is not the number of values");
+    }
+    let again = render(None, &s).expect("an accepted file writes out");
+    let back = parse(&again).unwrap_or_else(|e| panic!("written file does not read: {e:#}"));
+    assert_eq!(
+        (back.ok, back.errors, &back.samples),
+        (s.ok, s.errors, &s.samples)
+    );
+    assert_eq!(
+        (back.bytes_sent, back.bytes_received),
+        (s.bytes_sent, s.bytes_received)
+    );
+    let gap = back.measured.abs_diff(s.measured).as_secs_f64();
+    assert!(
+        gap <= 1e-9 + s.measured.as_secs_f64() * 1e-15,
+        "measured {:?} became {:?}",
+        s.measured,
+        back.measured
+    );
+    assert_eq!(back.started_at.is_some(), s.started_at.is_some());
+    assert!(back.latency == s.latency, "the latency histogram changed");
+    assert!(
+        back.uncorrected == s.uncorrected,
+        "the uncorrected histogram changed"
+    );
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -281,5 +357,27 @@ mod tests {
         let s = parse(plain.as_bytes()).unwrap();
         assert_eq!((s.ok, s.error_count()), (2, 0));
         assert!(parse(b"# nothing here\n").is_err());
+    }
+
+    #[test]
+    fn the_fuzz_contract_holds_on_sample_files() {
+        let open = render(None, &summary(&[10, 20, 30, 4000, 5_000_000], true)).unwrap();
+        let closed = render(None, &summary(&[1, 2, 3], false)).unwrap();
+        let histogram = |file: &[u8]| {
+            let line = file
+                .split(|&b| b == b'\n')
+                .rfind(|l| !l.is_empty())
+                .unwrap();
+            let b64 = line.rsplit(|&b| b == b',').next().unwrap();
+            base64::engine::general_purpose::STANDARD
+                .decode(b64)
+                .unwrap()
+        };
+        for data in [&b""[..], b"\n", b"HISTF", &open, &closed, &histogram(&open)] {
+            check_parse(data);
+        }
+        for cut in (0..closed.len()).step_by(7) {
+            check_parse(&closed[..cut]);
+        }
     }
 }
