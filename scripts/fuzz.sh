@@ -12,7 +12,8 @@ Runs each TARGET (default: every target in fuzz/Cargo.toml) for SECONDS
 (default 60), one after another, one libFuzzer process on one core each
 (libFuzzer's in-process mode: one job, one worker). Each target's corpus
 is kept in fuzz/corpus/TARGET (gitignored) and grows from run to run; the
-seeds in fuzz/seeds/TARGET, if any, are read as well. A crash, leak,
+seeds in fuzz/seeds/TARGET, if any, are read as well, and the tokens in
+fuzz/dicts/TARGET.dict, if any, given to libFuzzer (-dict). A crash, leak,
 timeout (10 s for one input) or out-of-memory (2 GiB) is written to
 fuzz/artifacts/TARGET/.
 
@@ -68,6 +69,8 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 fuzz_dir=$root/fuzz
 [ -f "$fuzz_dir/Cargo.toml" ] || die "no cargo-fuzz crate at $fuzz_dir"
 
+command -v cargo >/dev/null 2>&1 ||
+    die "cargo not found: install Rust with rustup (https://rustup.rs), then 'rustup toolchain install nightly' and 'cargo install cargo-fuzz'"
 cargo +nightly --version >/dev/null 2>&1 ||
     die "no nightly toolchain (cargo +nightly failed): install it with 'rustup toolchain install nightly'"
 cargo +nightly fuzz --version >/dev/null 2>&1 ||
@@ -119,13 +122,15 @@ for t in "${targets[@]}"; do
     mkdir -p "$corpus" "$artifacts"
     dirs=("$corpus")
     [ -d "seeds/$t" ] && dirs+=("seeds/$t")
+    dict=()
+    [ -f "dicts/$t.dict" ] && dict=(-dict="dicts/$t.dict")
     before=$(ls "$artifacts")
     log=$logs/$t.log
     echo "fuzz.sh: $t for ${time_s}s" >&2
     [ -x "$bin_dir/$t" ] || die "no fuzz binary $bin_dir/$t after the build"
     "$bin_dir/$t" -artifact_prefix="$artifacts/" \
         -max_total_time="$time_s" -timeout=10 -rss_limit_mb=2048 \
-        -max_len="$(max_len_of "$t")" -print_final_stats=1 \
+        -max_len="$(max_len_of "$t")" -print_final_stats=1 "${dict[@]}" \
         "${dirs[@]}" >"$log" 2>&1
     rc=$?
     runs=$(stat_of number_of_executed_units "$log")
