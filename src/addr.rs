@@ -2,7 +2,8 @@
 //! `@abstract-name`.
 
 use std::fmt;
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::io;
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 use std::str::FromStr;
 
@@ -98,13 +99,22 @@ pub enum Address {
 impl Address {
     /// Parses `host:port`, `[v6]:port` or a resolvable `name:port`.
     pub fn parse_inet(s: &str) -> Result<Address, Error> {
+        Address::parse_inet_with(s, |s| s.to_socket_addrs().map(Iterator::collect))
+    }
+
+    /// [`Address::parse_inet`] with `resolve` for the system's resolver
+    /// (the fuzz check passes [`offline_resolve`], which sends nothing).
+    fn parse_inet_with(
+        s: &str,
+        resolve: impl FnOnce(&str) -> io::Result<Vec<SocketAddr>>,
+    ) -> Result<Address, Error> {
         if let Ok(sa) = s.parse::<SocketAddr>() {
             return Ok(Address::Inet(sa));
         }
-        let mut addrs = s
-            .to_socket_addrs()
+        let addrs = resolve(s)
             .map_err(|e| Error::Parse(format!("address {s:?}: {e} (expected HOST:PORT)")))?;
         addrs
+            .into_iter()
             .next()
             .map(Address::Inet)
             .ok_or_else(|| Error::Parse(format!("address {s:?}: name resolved to nothing")))
@@ -120,6 +130,13 @@ impl Address {
                 return Err(Error::Parse(
                     "abstract socket name after '@' is empty".into(),
                 ));
+            }
+            // sun_path's 108 bytes hold the leading NUL and the name.
+            if name.len() >= 108 {
+                return Err(Error::Parse(format!(
+                    "abstract socket name {name:?} is {} bytes; the limit is 107",
+                    name.len()
+                )));
             }
             return Ok(Address::Abstract(name.as_bytes().to_vec()));
         }
@@ -183,6 +200,78 @@ impl From<&std::os::unix::net::SocketAddr> for Address {
     }
 }
 
+/// What `str`'s [`ToSocketAddrs`] does, without the network: `HOST:PORT`
+/// split at the last colon, the same errors for a missing colon or a bad
+/// port, IP literals as themselves, `localhost` as 127.0.0.1,
+/// `nowhere.invalid` as no address, and any other name unknown.
+fn offline_resolve(s: &str) -> io::Result<Vec<SocketAddr>> {
+    let invalid = |what| io::Error::new(io::ErrorKind::InvalidInput, what);
+    let (host, port) = s
+        .rsplit_once(':')
+        .ok_or_else(|| invalid("invalid socket address"))?;
+    let port: u16 = port.parse().map_err(|_| invalid("invalid port value"))?;
+    match host {
+        "localhost" => Ok(vec![SocketAddr::from(([127, 0, 0, 1], port))]),
+        "nowhere.invalid" => Ok(Vec::new()),
+        _ => match host.parse::<IpAddr>() {
+            Ok(ip) => Ok(vec![SocketAddr::new(ip, port)]),
+            Err(_) => Err(io::Error::other("unknown host (offline resolver)")),
+        },
+    }
+}
+
+/// The address parsers' contract, checked on arbitrary text (the fuzz
+/// target `address` and the unit tests call it; names resolve through
+/// [`offline_resolve`], so nothing leaves the process): neither parser
+/// panics; an accepted address prints as text that parses back to it; a
+/// Unix path or abstract name fits `sun_path` (107 bytes and a NUL) and
+/// a path holds no NUL; an IP literal parses as itself; a refusal is one
+/// non-empty line, and an IP refusal names the input.
+///
+/// # Panics
+///
+/// When the contract is broken.
+pub(crate) fn check_address(s: &str) {
+    match Address::parse_unix(s) {
+        Ok(a) => {
+            match &a {
+                Address::Unix(p) => {
+                    assert_eq!(p.to_str(), Some(s), "path {p:?} from {s:?}");
+                    assert!(s.len() < 108 && !s.contains('\0'), "path {s:?} accepted");
+                }
+                Address::Abstract(name) => {
+                    assert_eq!(s.strip_prefix('@').map(str::as_bytes), Some(&name[..]));
+                    assert!(!name.is_empty() && name.len() < 108, "name {s:?} accepted");
+                }
+                other => panic!("parse_unix({s:?}) gave {other:?}"),
+            }
+            let back = Address::parse_unix(&a.to_string());
+            assert_eq!(back.as_ref().ok(), Some(&a), "{a} reads back as {back:?}");
+        }
+        Err(e) => crate::units::assert_one_line(&e.to_string(), s),
+    }
+    match Address::parse_inet_with(s, offline_resolve) {
+        Ok(a) => {
+            let Address::Inet(sa) = a else {
+                panic!("parse_inet({s:?}) gave {a:?}");
+            };
+            if let Ok(literal) = s.parse::<SocketAddr>() {
+                assert_eq!(sa, literal, "{s:?} is not itself");
+            }
+            let back = Address::parse_inet_with(&a.to_string(), offline_resolve);
+            assert_eq!(back.as_ref().ok(), Some(&a), "{a} reads back as {back:?}");
+        }
+        Err(e) => {
+            let e = e.to_string();
+            crate::units::assert_one_line(&e, s);
+            assert!(
+                e.contains(&format!("{s:?}")),
+                "error {e:?} does not name {s:?}"
+            );
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -213,6 +302,67 @@ mod tests {
         assert!(Transport::UnixStream.parse_address("@").is_err());
         let long = "/tmp/".to_string() + &"x".repeat(120);
         assert!(Transport::UnixStream.parse_address(&long).is_err());
+    }
+
+    #[test]
+    fn the_fuzz_contract_holds_on_sample_addresses() {
+        let long = "x".repeat(107);
+        for s in [
+            "",
+            "@",
+            "@x",
+            "/tmp/x.sock",
+            "/tmp/a\0b",
+            "127.0.0.1:0",
+            "[::1]:9000",
+            "[fe80::1%3]:80",
+            "::1:80",
+            "localhost:8080",
+            "nowhere.invalid:1",
+            "host",
+            "host:",
+            ":80",
+            "1.2.3.4:65536",
+            "1.2.3.4:-1",
+            "no such host:1",
+            "a\nb:1",
+            &format!("/{long}"),
+            &format!("@{long}"),
+            &long,
+        ] {
+            check_address(s);
+        }
+    }
+
+    #[test]
+    fn abstract_names_longer_than_sun_path_are_refused() {
+        // Found by the fuzz target `address`: "@" and 53 U+FFFD (159 bytes)
+        // was accepted, to fail only at bind.
+        let crash = format!("@{}", "\u{fffd}".repeat(53));
+        let e = Address::parse_unix(&crash).unwrap_err().to_string();
+        assert!(e.contains("159 bytes; the limit is 107"), "{e}");
+        check_address(&crash);
+        let fits = format!("@{}", "n".repeat(107));
+        assert!(Address::parse_unix(&fits).is_ok());
+        assert!(Address::parse_unix(&format!("{fits}n")).is_err());
+    }
+
+    #[test]
+    fn the_offline_resolver_splits_as_std_does() {
+        for s in [
+            "127.0.0.1:80",
+            "::1:80",
+            "1.2.3.4",
+            "1.2.3.4:x",
+            "1.2.3.4:70000",
+        ] {
+            let std: Result<Vec<SocketAddr>, String> = s
+                .to_socket_addrs()
+                .map(Iterator::collect)
+                .map_err(|e| e.to_string());
+            let ours = offline_resolve(s).map_err(|e| e.to_string());
+            assert_eq!(ours, std, "{s:?}");
+        }
     }
 
     #[test]

@@ -104,12 +104,59 @@ pub mod supervisor;
 mod sys;
 mod throttle;
 mod transport;
+pub mod units;
 mod watch;
 
 #[cfg(feature = "load")]
 pub mod load;
 #[cfg(feature = "apps")]
 pub mod services;
+
+/// Entry points for the fuzz targets in `fuzz/`, one per parser of
+/// untrusted input. Not part of the API: each panics when its parser
+/// breaks the contract documented beside it (`check_*` in the parser's
+/// module), which is what the fuzzer looks for.
+#[doc(hidden)]
+pub mod fuzzing {
+    /// Target `address`: Unix paths, abstract names and `HOST:PORT`
+    /// (resolved offline).
+    pub fn address(data: &[u8]) {
+        crate::addr::check_address(&String::from_utf8_lossy(data));
+    }
+
+    /// Target `duration`: the flags' seconds and, with `load`,
+    /// sockload's `10s` / `500ms` durations (`data[0]` picks the seconds'
+    /// limit; both read the rest).
+    pub fn duration(data: &[u8]) {
+        crate::units::check_seconds(data);
+        #[cfg(feature = "load")]
+        if let Some((_, text)) = data.split_first() {
+            crate::load::check_duration(&String::from_utf8_lossy(text));
+        }
+    }
+
+    /// Target `size`: the flags' sizes (`64K`) and counts.
+    pub fn size(data: &[u8]) {
+        crate::units::check_size(data);
+    }
+
+    /// Target `control`: a request line on the control socket.
+    pub fn control(data: &[u8]) {
+        crate::supervisor::control::check_request(data);
+    }
+
+    /// Target `metrics`: an HTTP request to the metrics endpoint.
+    #[cfg(feature = "metrics")]
+    pub fn metrics(data: &[u8]) {
+        crate::supervisor::metrics::check_request(data);
+    }
+
+    /// Target `histfile`: a `--hist` file given to `sockload merge`.
+    #[cfg(feature = "load")]
+    pub fn histfile(data: &[u8]) {
+        crate::load::check_histfile(data);
+    }
+}
 
 pub use addr::{Address, Transport};
 pub use control::ShutdownHandle;

@@ -31,6 +31,7 @@ use anyhow::{bail, Context as _};
 
 use crate::addr::{Address, Transport};
 
+pub(crate) use histfile::check_parse as check_histfile;
 pub use merge::merge_files;
 pub use report::Report;
 pub use stats::{ErrorKind, Summary};
@@ -318,6 +319,61 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     Duration::try_from_secs_f64(value * scale).map_err(|e| format!("invalid duration {s:?}: {e}"))
 }
 
+/// [`parse_duration`]'s contract, checked on arbitrary text (the fuzz
+/// target `duration` and the unit tests call it): it never panics; a
+/// refusal is one line naming the input; an accepted duration reads back
+/// from its seconds (to a nanosecond, or the float's precision), and the
+/// same number in another unit scales by that unit.
+///
+/// # Panics
+///
+/// When the contract is broken.
+pub(crate) fn check_duration(s: &str) {
+    let d = match parse_duration(s) {
+        Ok(d) => d,
+        Err(e) => {
+            crate::units::assert_one_line(&e, s);
+            assert!(
+                e.contains(&format!("{s:?}")),
+                "error {e:?} does not name {s:?}"
+            );
+            return;
+        }
+    };
+    let near = |a: Duration, b: Duration| {
+        let gap = a.abs_diff(b).as_secs_f64();
+        gap <= 1e-9 + a.max(b).as_secs_f64() * 1e-12
+    };
+    let back = parse_duration(&d.as_secs_f64().to_string());
+    assert!(
+        back.as_ref().is_ok_and(|&b| near(b, d)),
+        "{d:?} from {s:?} reads back as {back:?}"
+    );
+    let t = s.trim();
+    let num = t.trim_end_matches(|c: char| !(c.is_ascii_digit() || c == '.'));
+    let unit_of = |u: &str| match u {
+        "" | "s" => 1.0,
+        "ms" => 1e-3,
+        "us" | "µs" => 1e-6,
+        "m" => 60.0,
+        "h" => 3600.0,
+        _ => panic!("accepted unit {u:?} in {s:?}"),
+    };
+    let scale = unit_of(&t[num.len()..]);
+    for other in ["us", "ms", "s", "m", "h"] {
+        if let Ok(d2) = parse_duration(&format!("{num}{other}")) {
+            // d was rounded to a nanosecond, which the ratio scales.
+            let ratio = unit_of(other) / scale;
+            let want = d.as_secs_f64() * ratio;
+            let got = d2.as_secs_f64();
+            assert!(
+                (got - want).abs() <= 1e-9 * (1.0 + ratio) + want * 1e-12,
+                "{num}{other} is {d2:?}, but {s:?} is {d:?}"
+            );
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -333,6 +389,38 @@ mod tests {
         assert!(parse_duration("ten").is_err());
         assert!(parse_duration("5parsecs").is_err());
         assert!(parse_duration("").is_err());
+    }
+
+    #[test]
+    fn the_fuzz_contract_holds_on_sample_durations() {
+        for s in [
+            "",
+            " ",
+            "0",
+            "1",
+            "1.5",
+            ".5",
+            "5.",
+            ".",
+            "1.2.3",
+            "10s",
+            "500ms",
+            "250us",
+            "250\u{b5}s",
+            "2m",
+            "1h",
+            "1e3",
+            "5parsecs",
+            "-1",
+            "1\u{3bc}s",
+            " 3h\n",
+            "18446744073709551615",
+            "18446744073709551616s",
+            "99999999999999999999h",
+            &"9".repeat(400),
+        ] {
+            check_duration(s);
+        }
     }
 
     #[test]

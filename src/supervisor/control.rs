@@ -66,6 +66,12 @@ impl Protocol {
         }
     }
 
+    /// Whether to stop reading and answer: a whole request, or more than
+    /// the protocol allows.
+    fn enough(self, input: &[u8]) -> bool {
+        self.complete(input) || input.len() > self.max_request()
+    }
+
     /// The reply to `input` (whole, cut at the size limit, or cut by the
     /// client's end of stream).
     fn answer(self, input: &[u8], status: &dyn Fn() -> Status) -> Vec<u8> {
@@ -328,7 +334,6 @@ impl Client {
     /// when the client is done for (it left before sending anything).
     fn read_request(&mut self, protocol: Protocol, status: &dyn Fn() -> Status) -> bool {
         let mut buf = [0u8; 1024];
-        let max = protocol.max_request();
         loop {
             match self.conn.read(&mut buf) {
                 Ok(0) => {
@@ -339,7 +344,7 @@ impl Client {
                 }
                 Ok(n) => {
                     self.input.extend_from_slice(&buf[..n]);
-                    if protocol.complete(&self.input) || self.input.len() > max {
+                    if protocol.enough(&self.input) {
                         break;
                     }
                 }
@@ -476,5 +481,163 @@ impl crate::Hooks for Standalone {
 
     fn handle_error(&self, peer: &crate::Address, err: &crate::RequestError, log: &slog::Logger) {
         self.inner.handle_error(peer, err, log);
+    }
+}
+
+/// A status with a little of everything, for the checks.
+pub(crate) fn sample_status() -> Status {
+    use super::status::WorkerStatus;
+    let counters = crate::stats::Counters {
+        connections: 3,
+        requests: 5,
+        in_flight: 1,
+        ..Default::default()
+    };
+    Status {
+        pid: 7,
+        uptime: Duration::from_millis(1500),
+        transport: "tcp".into(),
+        addr: "127.0.0.1:9000".into(),
+        policy: "fork".into(),
+        service: "echo \"x\"".into(),
+        workers: vec![WorkerStatus {
+            pid: 8,
+            generation: 1,
+            state: "serving",
+            uptime: Duration::from_secs(1),
+            counters,
+            threads: 1,
+            rss_kib: 100,
+            pss_kib: 50,
+        }],
+        totals: counters,
+        worker_restarts: 2,
+        listen_queue: Some((0, 128)),
+        master: None,
+    }
+}
+
+/// What the responder reads of `data` arriving in pieces of 1 to 1021
+/// bytes (sizes taken from the input itself), stopping where `protocol`
+/// has enough: what it would answer.
+pub(crate) fn read_as_responder(protocol: Protocol, data: &[u8]) -> &[u8] {
+    let mut sizes = data.iter().map(|&b| usize::from(b) * 4 + 1).cycle();
+    let mut at = 0;
+    while at < data.len() && !protocol.enough(&data[..at]) {
+        at = (at + sizes.next().unwrap_or(1)).min(data.len());
+    }
+    &data[..at]
+}
+
+/// The control socket's contract, checked on arbitrary bytes a client
+/// may send (the fuzz target `control` and the unit tests call it): the
+/// reply is one line of at most 1 KiB; `status` (however padded) gets the
+/// status JSON, anything else a `{"error":"..."}` whose string is valid
+/// JSON and quotes the request; the responder reads no more than a line
+/// or the limit, and the pieces the bytes arrive in change nothing.
+///
+/// # Panics
+///
+/// When the contract is broken.
+pub(crate) fn check_request(data: &[u8]) {
+    let st = sample_status();
+    let read = read_as_responder(Protocol::Control, data);
+    assert!(read.len() <= MAX_LINE + 1024, "read {} bytes", read.len());
+    let reply = Protocol::Control.answer(read, &|| st.clone());
+    let first = data.split(|&b| b == b'\n').next().unwrap_or(&[]);
+    if first.len() < MAX_LINE {
+        assert_eq!(
+            reply,
+            control_answer(data, &|| st.clone()),
+            "pieces changed the reply"
+        );
+    }
+    let reply = String::from_utf8(reply).expect("the reply is UTF-8");
+    let body = reply.strip_suffix('\n').expect("the reply ends its line");
+    assert!(!body.contains('\n'), "reply {reply:?} is more than a line");
+    let line = String::from_utf8_lossy(read.split(|&b| b == b'\n').next().unwrap_or(&[]));
+    if line.trim() == "status" {
+        assert_eq!(body, st.to_json());
+        return;
+    }
+    assert!(reply.len() <= 1024, "{} byte error reply", reply.len());
+    let text = body
+        .strip_prefix("{\"error\":\"")
+        .and_then(|b| b.strip_suffix("\"}"))
+        .unwrap_or_else(|| panic!("not an error object: {body:?}"));
+    assert!(json_string_body_ok(text), "bad JSON string {text:?}");
+    assert!(text.starts_with("unknown request \\\""), "{text:?}");
+}
+
+/// Whether `s` is a valid JSON string's contents (between the quotes).
+pub(crate) fn json_string_body_ok(s: &str) -> bool {
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '"' => return false,
+            c if (c as u32) < 0x20 => return false,
+            '\\' => match chars.next() {
+                Some('"' | '\\' | '/' | 'b' | 'f' | 'n' | 'r' | 't') => {}
+                Some('u') => {
+                    if !(0..4).all(|_| chars.next().is_some_and(|h| h.is_ascii_hexdigit())) {
+                        return false;
+                    }
+                }
+                _ => return false,
+            },
+            _ => {}
+        }
+    }
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_and_unknown_requests_are_answered_in_one_line() {
+        let st = sample_status();
+        let ok = control_answer(b"  status \r\nmore", &|| st.clone());
+        assert_eq!(ok, format!("{}\n", st.to_json()).into_bytes());
+        let bad = String::from_utf8(control_answer(b"\x1b[2J\"\\x", &|| st.clone())).unwrap();
+        assert_eq!(
+            bad,
+            r#"{"error":"unknown request \"\\u{1b}[2J\\\"\\\\x\": send \"status\" and a newline"}"#
+                .to_string()
+                + "\n"
+        );
+    }
+
+    #[test]
+    fn the_fuzz_contract_holds_on_sample_requests() {
+        let long = [&[b'a'; 300][..], b"\nstatus\n"].concat();
+        let samples: [&[u8]; 10] = [
+            b"",
+            b"\n",
+            b"status",
+            b"status\n",
+            b"\tstatus\r\n",
+            b"STATUS\n",
+            b"\xff\xfe\n",
+            b"\"\\\x00\x7f\n",
+            "\u{202e}status\n".as_bytes(),
+            &long,
+        ];
+        for s in samples {
+            check_request(s);
+        }
+        for b in 0..=255u8 {
+            check_request(&[b, b'\n']);
+        }
+    }
+
+    #[test]
+    fn json_string_bodies_are_checked() {
+        assert!(json_string_body_ok(r#"a\"b\\c\u001b"#));
+        assert!(!json_string_body_ok("a\"b"));
+        assert!(!json_string_body_ok("a\\"));
+        assert!(!json_string_body_ok("\\u12"));
+        assert!(!json_string_body_ok("a\u{1}b"));
     }
 }

@@ -39,10 +39,14 @@ use super::status::Status;
 /// The longest request head read; a longer one gets 431.
 pub(crate) const MAX_REQUEST: usize = 8192;
 
-/// Whether `input` holds a whole request head (HTTP/1.x requests to this
-/// endpoint have no body).
+/// Whether `input` is enough to answer: a whole request head (requests
+/// to this endpoint have no body), or one `httparse` already refuses.
+/// Asking `httparse` itself, which also ends a head at `\n\r\n` or
+/// `\r\n\n`, means a head it sees whole is never left waiting.
 pub(crate) fn head_complete(input: &[u8]) -> bool {
-    input.windows(4).any(|w| w == b"\r\n\r\n") || input.windows(2).any(|w| w == b"\n\n")
+    let mut headers = [httparse::EMPTY_HEADER; 64];
+    let parsed = httparse::Request::new(&mut headers).parse(input);
+    !matches!(parsed, Ok(httparse::Status::Partial))
 }
 
 /// The whole HTTP response to `input`.
@@ -304,6 +308,77 @@ fn register_workers(r: &Registry, s: &Status) -> prometheus::Result<()> {
     Ok(())
 }
 
+/// The endpoint's contract, checked on arbitrary bytes a client may send
+/// (the fuzz target `metrics` and the unit tests call it): whatever pieces
+/// the bytes arrive in, the responder stops reading once the head is
+/// whole as `httparse` sees it (or at the size limit), and never while
+/// `httparse` still wants more; the
+/// reply is one well-formed HTTP/1.1 response (`Connection: close`, a
+/// `Content-Length` that matches the body, none for `HEAD`, `Allow` on a
+/// 405) and, but for the metrics themselves, at most 2 KiB.
+///
+/// # Panics
+///
+/// When the contract is broken.
+pub(crate) fn check_request(data: &[u8]) {
+    use super::control::{read_as_responder, sample_status, Protocol};
+    let st = sample_status();
+    let read = read_as_responder(Protocol::Metrics, data);
+    let mut headers = [httparse::EMPTY_HEADER; 64];
+    let mut req = httparse::Request::new(&mut headers);
+    let parsed = req.parse(read);
+    let head_only =
+        matches!(parsed, Ok(httparse::Status::Complete(_))) && req.method == Some("HEAD");
+    if let Ok(httparse::Status::Complete(n)) = parsed {
+        assert!(
+            head_complete(&read[..n]),
+            "a whole head {:?} is not seen",
+            &read[..n]
+        );
+    }
+    if head_complete(read) {
+        assert!(
+            !matches!(parsed, Ok(httparse::Status::Partial)),
+            "{read:?} is seen as a whole head, but httparse wants more"
+        );
+    }
+    let reply = answer(read, &|| st.clone());
+    let mut headers = [httparse::EMPTY_HEADER; 16];
+    let mut res = httparse::Response::new(&mut headers);
+    let Ok(httparse::Status::Complete(at)) = res.parse(&reply) else {
+        panic!(
+            "not an HTTP response: {:?}",
+            String::from_utf8_lossy(&reply)
+        );
+    };
+    assert_eq!(res.version, Some(1), "not HTTP/1.1");
+    let code = res.code.unwrap_or(0);
+    let header = |name: &str| {
+        res.headers
+            .iter()
+            .find(|h| h.name.eq_ignore_ascii_case(name))
+            .map(|h| String::from_utf8_lossy(h.value).into_owned())
+    };
+    assert_eq!(header("Connection").as_deref(), Some("close"));
+    let length: usize = header("Content-Length")
+        .and_then(|v| v.parse().ok())
+        .expect("a Content-Length");
+    let body = &reply[at..];
+    assert_eq!(
+        body.len(),
+        if head_only { 0 } else { length },
+        "body length"
+    );
+    if code == 405 {
+        assert_eq!(header("Allow").as_deref(), Some("GET, HEAD"));
+    }
+    assert!(
+        code == 200 && body.starts_with(b"# HELP") || reply.len() <= 2048,
+        "{} byte {code} reply",
+        reply.len()
+    );
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -382,6 +457,47 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("# TYPE sockserv_in_flight gauge"), "{text}");
+    }
+
+    #[test]
+    fn the_fuzz_contract_holds_on_sample_requests() {
+        let samples: [&[u8]; 12] = [
+            b"",
+            b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n",
+            b"HEAD /metrics HTTP/1.0\r\n\r\n",
+            b"HEAD /nothing HTTP/1.0\r\n\r\n",
+            b"POST / HTTP/1.1\r\n\r\n",
+            b"GET /metrics?x=1 HTTP/1.1\n\n",
+            b"GET /\xff HTTP/1.1\r\n\r\n",
+            b"GET / HTTP/1.1\r\nX: \x01\r\n\r\n",
+            b"GET / HTTP/2.0\r\n\r\n",
+            b"\x00\x01garbage\r\n\r\n",
+            b"GET /metrics HTTP/1.1\r\nHost: x",
+            &[b'a'; MAX_REQUEST + 10],
+        ];
+        for s in samples {
+            check_request(s);
+        }
+    }
+
+    #[test]
+    fn a_head_ended_by_lf_crlf_is_answered_at_once() {
+        // Found by the fuzz target `metrics`: httparse ends a head at
+        // "\n\r\n", but the old check looked only for "\r\n\r\n" and
+        // "\n\n", so the responder kept waiting until the deadline.
+        let crash = b"GET /metrsic HTTP/1.1\r\nHost: localhost\r\naccept: */*\x8e\n\r\n";
+        assert!(head_complete(crash));
+        check_request(crash);
+        for ending in [&b"\n\r\n"[..], b"\r\n\n", b"\n\n", b"\r\n\r\n"] {
+            let req = [&b"GET /metrics HTTP/1.1"[..], ending].concat();
+            assert!(head_complete(&req), "{req:?}");
+            assert!(!head_complete(&req[..req.len() - 1]), "{req:?} cut");
+        }
+        assert!(
+            head_complete(b"\x00junk"),
+            "a refused head is answered at once"
+        );
+        assert!(!head_complete(b"\r\n"), "leading blank lines wait");
     }
 
     #[test]
