@@ -6,92 +6,17 @@
 mod common;
 
 use std::io::{Read, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{listen_for, wait_until, Sockserv};
+use common::wait_until;
 use sha2::{Digest, Sha256};
-use socketserver::services::accounts::KdfParams;
 use socketserver::services::files::client::{ClientError, FilesClient, Stream};
 use socketserver::services::files::frame::encode;
-use socketserver::services::files::{add_user, fsops::Entry};
-use socketserver::Transport;
+use socketserver::services::files::fsops::Entry;
 
-const FAST: KdfParams = KdfParams {
-    m_kib: 64,
-    t: 1,
-    p: 1,
-};
-
-/// A files server with accounts alice and bob, in a temp dir.
-struct Site {
-    dir: tempfile::TempDir,
-    srv: Sockserv,
-    transport: &'static str,
-    _sock_dir: Option<tempfile::TempDir>,
-}
-
-impl Site {
-    fn start(transport: &'static str, policy: &str, extra: &[&str]) -> Site {
-        let dir = tempfile::tempdir().unwrap();
-        let accounts = dir.path().join("accounts.json");
-        for u in ["alice", "bob"] {
-            add_user(&accounts, u, &format!("pw-{u}-1"), FAST).unwrap();
-        }
-        let root = dir.path().join("root");
-        let (listen, sock_dir) = listen_for(transport);
-        let mut args = vec![
-            "--service",
-            "files",
-            "--transport",
-            transport,
-            "--listen",
-            &listen,
-            "--policy",
-            policy,
-            "--accounts",
-            accounts.to_str().unwrap(),
-            "--files-root",
-            root.to_str().unwrap(),
-            "--hash-cost",
-            "m=64,t=1,p=1",
-        ];
-        args.extend_from_slice(extra);
-        let srv = Sockserv::start(&args);
-        Site {
-            dir,
-            srv,
-            transport,
-            _sock_dir: sock_dir,
-        }
-    }
-
-    fn connect(&self) -> FilesClient<Stream> {
-        let t = if self.transport == "tcp" {
-            Transport::Tcp
-        } else {
-            Transport::UnixStream
-        };
-        FilesClient::handshake(Stream::connect(t, &self.srv.addr).unwrap()).unwrap()
-    }
-
-    fn login(&self, user: &str) -> FilesClient<Stream> {
-        let mut c = self.connect();
-        c.login(user, &format!("pw-{user}-1")).unwrap();
-        c
-    }
-
-    fn home(&self, user: &str) -> PathBuf {
-        self.dir.path().join("root").join(user)
-    }
-}
-
-impl Drop for Site {
-    fn drop(&mut self) {
-        self.srv.stop();
-    }
-}
+use common::files::FilesSite as Site;
 
 fn raw(c: &mut FilesClient<Stream>) -> &mut Stream {
     c.framed().wire()

@@ -12,99 +12,13 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
-use common::{children, listen_for, serving_pid, wait_until, Sockserv};
-use socketserver::services::accounts::KdfParams;
-use socketserver::services::files::add_user;
+use common::{children, serving_pid, wait_until};
 use socketserver::services::files::client::{ClientError, FilesClient, Stream};
 use socketserver::Transport;
 
-const FAST: KdfParams = KdfParams {
-    m_kib: 64,
-    t: 1,
-    p: 1,
-};
-
 const PART: &str = ".sockfiles-part-";
 
-/// A files server with account alice in a temp dir.
-struct Site {
-    dir: tempfile::TempDir,
-    srv: Sockserv,
-    transport: &'static str,
-    _sock_dir: Option<tempfile::TempDir>,
-}
-
-impl Site {
-    /// A root prepared by `before` (given the root's path) before the
-    /// server starts on it.
-    fn start_with(
-        transport: &'static str,
-        policy: &str,
-        extra: &[&str],
-        before: impl FnOnce(&Path),
-    ) -> Site {
-        let dir = tempfile::tempdir().unwrap();
-        let accounts = dir.path().join("accounts.json");
-        add_user(&accounts, "alice", "pw-alice-1", FAST).unwrap();
-        let root = dir.path().join("root");
-        std::fs::create_dir(&root).unwrap();
-        before(&root);
-        let (listen, sock_dir) = listen_for(transport);
-        let mut args = vec![
-            "--service",
-            "files",
-            "--transport",
-            transport,
-            "--listen",
-            &listen,
-            "--policy",
-            policy,
-            "--accounts",
-            accounts.to_str().unwrap(),
-            "--files-root",
-            root.to_str().unwrap(),
-            "--hash-cost",
-            "m=64,t=1,p=1",
-        ];
-        args.extend_from_slice(extra);
-        let srv = Sockserv::start(&args);
-        Site {
-            dir,
-            srv,
-            transport,
-            _sock_dir: sock_dir,
-        }
-    }
-
-    fn start(transport: &'static str, policy: &str, extra: &[&str]) -> Site {
-        Site::start_with(transport, policy, extra, |_| {})
-    }
-
-    fn connect(&self) -> FilesClient<Stream> {
-        let t = if self.transport == "tcp" {
-            Transport::Tcp
-        } else {
-            Transport::UnixStream
-        };
-        FilesClient::handshake(Stream::connect(t, &self.srv.addr).unwrap()).unwrap()
-    }
-
-    fn login(&self) -> FilesClient<Stream> {
-        let mut c = self.connect();
-        c.login("alice", "pw-alice-1").unwrap();
-        c
-    }
-
-    fn home(&self) -> PathBuf {
-        self.dir.path().join("root").join("alice")
-    }
-}
-
-impl Drop for Site {
-    fn drop(&mut self) {
-        self.srv.stop();
-    }
-}
+use common::files::FilesSite as Site;
 
 /// The part files under `dir`, at any depth, with their sizes.
 fn part_files(dir: &Path) -> Vec<(PathBuf, u64)> {
@@ -144,10 +58,10 @@ fn put(c: &mut FilesClient<Stream>, name: &str, n: usize) -> Result<(), ClientEr
 /// Starts `put SIZE NAME` and sends `sent` bytes, then waits until the
 /// server has written them to the part file.
 fn half_upload(site: &Site, size: u64, sent: usize) -> FilesClient<Stream> {
-    let mut c = site.login();
+    let mut c = site.login("alice");
     c.request(&format!("put {size} big.bin")).unwrap();
     c.framed().send(&vec![9u8; sent]).unwrap();
-    let home = site.home();
+    let home = site.home("alice");
     let written = wait_until(Duration::from_secs(10), || {
         part_files(&home).iter().any(|(_, len)| *len == sent as u64)
     });
@@ -179,12 +93,16 @@ fn a_part_file_of_a_killed_fork_child_is_not_counted_and_is_swept() {
     );
     drop(c);
     // Killed, not dropped: the part file is still there, with no live upload.
-    let left = part_files(&site.home());
+    let left = part_files(&site.home("alice"));
     assert_eq!(left.len(), 1, "{left:?}");
     // Its 80K reservation died with the child: 90K more fit a 100K quota.
-    let mut d = site.login();
+    let mut d = site.login("alice");
     put(&mut d, "fits.bin", 90 * 1024).unwrap();
-    assert_eq!(part_files(&site.home()), vec![], "swept by the put's walk");
+    assert_eq!(
+        part_files(&site.home("alice")),
+        vec![],
+        "swept by the put's walk"
+    );
     assert_eq!(quota(&mut d), (90 * 1024, 0));
 }
 
@@ -212,8 +130,8 @@ fn part_files_left_behind_are_swept_at_start_and_never_counted() {
             line.contains("\"files\":2") && line.contains("\"bytes\":4196"),
             "{line}"
         );
-        assert_eq!(part_files(&site.home()), vec![], "{policy}");
-        assert_eq!(quota(&mut site.login()), (4, 0), "{policy}");
+        assert_eq!(part_files(&site.home("alice")), vec![], "{policy}");
+        assert_eq!(quota(&mut site.login("alice")), (4, 0), "{policy}");
     }
 }
 
@@ -231,14 +149,14 @@ fn a_server_killed_mid_upload_is_swept_by_its_restarted_worker() {
         )
         .unwrap();
         drop(c);
-        let home = site.home();
+        let home = site.home("alice");
         assert!(
             wait_until(Duration::from_secs(15), || part_files(&home).is_empty()),
             "{policy}: not swept after the restart: {:?}\n{}",
             part_files(&home),
             site.srv.log_text()
         );
-        let mut d = site.login();
+        let mut d = site.login("alice");
         assert_eq!(quota(&mut d), (0, 0), "{policy}");
         put(&mut d, "fits.bin", 90 * 1024).unwrap();
     }
@@ -248,8 +166,8 @@ fn a_server_killed_mid_upload_is_swept_by_its_restarted_worker() {
 fn an_upload_in_progress_reserves_its_size_against_a_second_one() {
     for policy in ["fork", "thread"] {
         let site = Site::start("tcp", policy, &["--quota", "100K"]);
-        let mut a = site.login();
-        let mut b = site.login();
+        let mut a = site.login("alice");
+        let mut b = site.login("alice");
         assert_eq!(a.request("put 61440 a.bin").unwrap(), "");
         match b.request("put 61440 b.bin") {
             Err(ClientError::Server(m)) => assert!(
@@ -279,7 +197,7 @@ fn of_two_racing_uploads_over_the_quota_exactly_one_is_stored() {
     for policy in ["fork", "thread"] {
         let site = Site::start("tcp", policy, &["--quota", "100K"]);
         for round in 0..3 {
-            let clients: Vec<_> = (0..2).map(|_| site.login()).collect();
+            let clients: Vec<_> = (0..2).map(|_| site.login("alice")).collect();
             let start = Arc::new(Barrier::new(2));
             let racers: Vec<_> = clients
                 .into_iter()
@@ -301,15 +219,15 @@ fn of_two_racing_uploads_over_the_quota_exactly_one_is_stored() {
                 let quota = matches!(e, ClientError::Server(m) if m.contains("quota exceeded"));
                 assert!(quota, "{policy} round {round}: {e:?}");
             }
-            let mut c = site.login();
+            let mut c = site.login("alice");
             let (used, reserved) = quota(&mut c);
             assert_eq!((used, reserved), (61440, 0), "{policy} round {round}");
-            let on_disk: u64 = std::fs::read_dir(site.home())
+            let on_disk: u64 = std::fs::read_dir(site.home("alice"))
                 .unwrap()
                 .map(|e| e.unwrap().metadata().unwrap().len())
                 .sum();
             assert_eq!(on_disk, 61440, "{policy} round {round}");
-            for e in std::fs::read_dir(site.home()).unwrap() {
+            for e in std::fs::read_dir(site.home("alice")).unwrap() {
                 c.rm(&e.unwrap().file_name().to_string_lossy()).unwrap();
             }
         }

@@ -234,11 +234,7 @@ fn deaf_clients(policy: &'static str) {
         .flat_map(|t| ["echo", "time"].map(|s| (t, s)))
         .map(|(t, s)| std::thread::spawn(move || deaf_client(policy, t, s)))
         .collect();
-    for c in cases {
-        if let Err(panic) = c.join() {
-            std::panic::resume_unwind(panic);
-        }
-    }
+    common::join_all(cases);
 }
 
 macro_rules! per_policy {

@@ -172,11 +172,7 @@ fn every_transport_and_service(policy: &'static str) {
     for transport in DATAGRAMS {
         long_time_reply(policy, transport);
     }
-    for c in cases {
-        if let Err(panic) = c.join() {
-            std::panic::resume_unwind(panic);
-        }
-    }
+    common::join_all(cases);
 }
 
 macro_rules! per_policy {

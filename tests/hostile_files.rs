@@ -3,8 +3,6 @@
 //! connection and a client that never reads a download each get an error
 //! or a close, never a crash, and a normal client is served afterwards;
 //! the server's memory stays bounded.
-//!
-//! Accounts use `--hash-cost m=64,t=1,p=1` so that logging in stays fast.
 
 mod common;
 
@@ -12,18 +10,10 @@ use std::io::{Read, Write};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use common::{listen_for, random_bytes, tree_rss_kib, wait_until, Conn, Sockserv};
-use socketserver::services::accounts::KdfParams;
-use socketserver::services::files::add_user;
+use common::files::FilesSite;
+use common::{random_bytes, tree_rss_kib, wait_until, Conn};
 use socketserver::services::files::client::{FilesClient, Stream};
 use socketserver::services::files::frame::encode;
-use socketserver::Transport;
-
-const FAST: KdfParams = KdfParams {
-    m_kib: 64,
-    t: 1,
-    p: 1,
-};
 
 const LIMIT: Duration = Duration::from_secs(10);
 
@@ -32,68 +22,41 @@ static SEQ: AtomicUsize = AtomicUsize::new(0);
 /// A download bigger than any socket buffer pair.
 const BIG: usize = 16 << 20;
 
+/// A files server with a 1 s idle (and write) timeout and an access log.
 struct Site {
-    srv: Sockserv,
-    transport: &'static str,
+    files: FilesSite,
     access_log: std::path::PathBuf,
-    _dir: tempfile::TempDir,
-    _sock_dir: Option<tempfile::TempDir>,
+    _log_dir: tempfile::TempDir,
 }
 
 impl Site {
     fn start(transport: &'static str, policy: &str) -> Site {
-        let dir = tempfile::tempdir().unwrap();
-        let accounts = dir.path().join("accounts.json");
-        add_user(&accounts, "alice", "pw-alice-1", FAST).unwrap();
-        let root = dir.path().join("root");
-        let access_log = dir.path().join("access.log");
-        let (listen, sock_dir) = listen_for(transport);
-        let srv = Sockserv::start(&[
-            "--service",
-            "files",
-            "--transport",
+        let log_dir = tempfile::tempdir().unwrap();
+        let access_log = log_dir.path().join("access.log");
+        let files = FilesSite::start(
             transport,
-            "--listen",
-            &listen,
-            "--policy",
             policy,
-            "--accounts",
-            accounts.to_str().unwrap(),
-            "--files-root",
-            root.to_str().unwrap(),
-            "--hash-cost",
-            "m=64,t=1,p=1",
-            "--idle-timeout",
-            "1",
-            "--access-log",
-            access_log.to_str().unwrap(),
-        ]);
+            &[
+                "--idle-timeout",
+                "1",
+                "--access-log",
+                access_log.to_str().unwrap(),
+            ],
+        );
         Site {
-            srv,
-            transport,
+            files,
             access_log,
-            _dir: dir,
-            _sock_dir: sock_dir,
+            _log_dir: log_dir,
         }
     }
 
-    fn client(&self) -> FilesClient<Stream> {
-        let t = match self.transport {
-            "tcp" => Transport::Tcp,
-            _ => Transport::UnixStream,
-        };
-        FilesClient::handshake(Stream::connect(t, &self.srv.addr).unwrap()).unwrap()
-    }
-
-    fn login(&self) -> FilesClient<Stream> {
-        let mut c = self.client();
-        c.login("alice", "pw-alice-1").unwrap();
-        c
+    fn pid(&self) -> i32 {
+        self.files.srv.pid()
     }
 
     /// A raw connection, its greeting frame read.
     fn raw(&self) -> Conn {
-        let mut c = Conn::connect(self.transport, &self.srv.addr).unwrap();
+        let mut c = Conn::connect(self.files.transport, &self.files.srv.addr).unwrap();
         c.set_timeout(Some(LIMIT));
         let greeting = read_frame(&mut c).expect("a greeting");
         assert!(greeting.starts_with(b"hello sockfiles/"), "{greeting:?}");
@@ -102,7 +65,7 @@ impl Site {
 
     /// A normal client logs in and works.
     fn still_serves(&self, what: &str) {
-        let mut c = self.login();
+        let mut c = self.files.login("alice");
         let dir = format!("ok-{}", SEQ.fetch_add(1, Ordering::Relaxed));
         c.mkdir(&dir)
             .unwrap_or_else(|e| panic!("{what}: a normal client failed: {e}"));
@@ -114,12 +77,6 @@ impl Site {
             .lines()
             .filter(|l| l.contains("timeout"))
             .count()
-    }
-}
-
-impl Drop for Site {
-    fn drop(&mut self) {
-        self.srv.stop();
     }
 }
 
@@ -154,7 +111,7 @@ fn drain(c: &mut Conn) -> usize {
 fn hostile(policy: &str, transport: &'static str) {
     let what = format!("files {policy} over {transport}");
     let site = Site::start(transport, policy);
-    let rss = tree_rss_kib(site.srv.pid());
+    let rss = tree_rss_kib(site.pid());
 
     // Random bytes: whatever frame length they spell is refused or waited
     // for; the connection ends with an error or a close, never a crash.
@@ -186,12 +143,12 @@ fn hostile(policy: &str, transport: &'static str) {
     // A client that asks for a big download and never reads it: the
     // write times out (--idle-timeout 1) and the connection is closed,
     // while a normal client is served (under sync, once it is).
-    let mut up = site.login();
+    let mut up = site.files.login("alice");
     let body = random_bytes(3, BIG);
     up.put(&mut body.as_slice(), BIG as u64, "big").unwrap();
     drop(up);
     let before = site.timeouts_logged();
-    let mut stuck = site.login();
+    let mut stuck = site.files.login("alice");
     stuck.framed().send(b"get big").unwrap();
     site.still_serves(&format!("{what}, beside a client that does not read"));
     assert!(
@@ -205,7 +162,7 @@ fn hostile(policy: &str, transport: &'static str) {
     );
     site.still_serves(&format!("{what}, after the stuck client"));
 
-    let grown = tree_rss_kib(site.srv.pid()).saturating_sub(rss);
+    let grown = tree_rss_kib(site.pid()).saturating_sub(rss);
     assert!(
         grown < 16 * 1024,
         "{what}: the server tree grew by {grown} KiB"
@@ -234,15 +191,9 @@ macro_rules! per_policy {
     ($($name:ident: $policy:literal),*) => {$(
         #[test]
         fn $name() {
-            std::thread::scope(|s| {
-                let tcp = s.spawn(|| hostile($policy, "tcp"));
-                let unix = s.spawn(|| hostile($policy, "unix"));
-                for h in [tcp, unix] {
-                    if let Err(p) = h.join() {
-                        std::panic::resume_unwind(p);
-                    }
-                }
-            });
+            common::join_all(
+                ["tcp", "unix"].map(|t| std::thread::spawn(move || hostile($policy, t))),
+            );
         }
     )*};
 }

@@ -100,11 +100,7 @@ fn a_trickler_is_closed_at_the_request_deadline_and_others_are_served() {
         .flat_map(|p| ["tcp", "unix"].map(|t| (p, t)))
         .map(|(p, t)| std::thread::spawn(move || tricklers_are_cut_off(p, t)))
         .collect();
-    for c in cases {
-        if let Err(panic) = c.join() {
-            std::panic::resume_unwind(panic);
-        }
-    }
+    common::join_all(cases);
 }
 
 #[test]

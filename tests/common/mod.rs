@@ -2,6 +2,8 @@
 //! over real sockets, and inspect its process tree through /proc.
 #![allow(dead_code)]
 
+pub mod files;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpStream, UdpSocket};
 use std::os::unix::net::{UnixDatagram, UnixStream};
@@ -9,6 +11,16 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
+
+/// Waits for every thread of a table-driven test; a case's panic fails
+/// the test with that case's message.
+pub fn join_all<T>(cases: impl IntoIterator<Item = std::thread::JoinHandle<T>>) {
+    for c in cases {
+        if let Err(panic) = c.join() {
+            std::panic::resume_unwind(panic);
+        }
+    }
+}
 
 /// Polls `cond` every few milliseconds until it holds or `limit` passes.
 pub fn wait_until(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
