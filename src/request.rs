@@ -307,10 +307,7 @@ impl StreamRequest {
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
-                return Err(io::Error::new(
-                    io::ErrorKind::TimedOut,
-                    RequestDeadline(limit),
-                ));
+                return Err(RequestDeadline(limit).error());
             }
             let wait = self.ctx.idle_timeout.map_or(left, |idle| idle.min(left));
             // Rounded up to the next millisecond, so it never spins.
@@ -482,6 +479,11 @@ impl RequestDeadline {
     /// The deadline behind `e`, if a request deadline is why it failed.
     pub fn of(e: &io::Error) -> Option<RequestDeadline> {
         e.get_ref()?.downcast_ref::<RequestDeadline>().copied()
+    }
+
+    /// The read error a passed deadline is (`TimedOut`, carrying it).
+    pub(crate) fn error(self) -> io::Error {
+        io::Error::new(io::ErrorKind::TimedOut, self)
     }
 }
 

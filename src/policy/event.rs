@@ -74,7 +74,7 @@ pub(crate) const OUTPUT_LIMIT: usize = 1 << 20;
 pub(super) const TURN_EVERY: Duration = Duration::from_millis(250);
 
 /// A loop whose last turn is older than this is stalled (in a handler).
-pub(crate) const STALLED_AFTER: Duration = Duration::from_secs(1);
+const STALLED_AFTER: Duration = Duration::from_secs(1);
 
 /// When a loop last turned, in milliseconds since its runner's start.
 #[derive(Debug)]

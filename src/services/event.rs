@@ -21,8 +21,7 @@ impl MessageFactory for ServiceFactory {
             service: Arc::clone(&self.service),
             stream: opening.is_stream(),
             held: Vec::new(),
-            request_timeout: opening.server().request_timeout,
-            begun: None,
+            deadline: LineDeadline::new(opening.server().request_timeout),
         }))
     }
 }
@@ -34,10 +33,8 @@ struct ServiceConn {
     /// The start of a line not finished yet (line services), or the
     /// request a delay holds; empty, and unallocated, otherwise.
     held: Vec<u8>,
-    /// The server's request deadline (line services).
-    request_timeout: Option<Duration>,
-    /// When the line in `held` got its first byte.
-    begun: Option<Instant>,
+    /// The request deadline of the line in `held` (line services).
+    deadline: LineDeadline,
 }
 
 impl MessageHandler for ServiceConn {
@@ -77,14 +74,7 @@ impl ServiceConn {
     /// past the request deadline when more of it arrives (the loop's idle
     /// timeout bounds a silence meanwhile).
     fn lines(&mut self, input: &[u8], out: &mut Output) -> io::Result<Next> {
-        if let (Some(limit), Some(begun)) = (self.request_timeout, self.begun) {
-            if begun.elapsed() >= limit {
-                return Err(io::Error::new(
-                    io::ErrorKind::TimedOut,
-                    RequestDeadline(limit),
-                ));
-            }
-        }
+        self.deadline.check()?;
         let mut rest = input;
         while let Some(i) = rest.iter().position(|&b| b == b'\n') {
             let (line, after) = rest.split_at(i + 1);
@@ -92,7 +82,7 @@ impl ServiceConn {
             if self.held.len() + line.len() > MAX_LINE {
                 return Ok(too_long(out));
             }
-            self.begun = None;
+            self.deadline.finished();
             if self.held.is_empty() {
                 out.reply_with(|b| self.service.respond(line, true, b));
             } else {
@@ -106,9 +96,45 @@ impl ServiceConn {
             return Ok(too_long(out));
         }
         if !self.held.is_empty() {
-            self.begun.get_or_insert_with(Instant::now);
+            self.deadline.pending();
         }
         Ok(Next::Read)
+    }
+}
+
+/// A line's request deadline as a message handler (event policy) keeps
+/// it: the clock starts at an unfinished line's first byte and stops at
+/// its end.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct LineDeadline {
+    limit: Option<Duration>,
+    begun: Option<Instant>,
+}
+
+impl LineDeadline {
+    /// No line yet; `limit` None: no deadline.
+    pub(super) fn new(limit: Option<Duration>) -> LineDeadline {
+        LineDeadline { limit, begun: None }
+    }
+
+    /// A line is unfinished: its clock runs from now unless it already does.
+    pub(super) fn pending(&mut self) {
+        self.begun.get_or_insert_with(Instant::now);
+    }
+
+    /// The line ended.
+    pub(super) fn finished(&mut self) {
+        self.begun = None;
+    }
+
+    /// Fails with [`RequestDeadline`] once an unfinished line is past it.
+    pub(super) fn check(&self) -> io::Result<()> {
+        match (self.limit, self.begun) {
+            (Some(limit), Some(begun)) if begun.elapsed() >= limit => {
+                Err(RequestDeadline(limit).error())
+            }
+            _ => Ok(()),
+        }
     }
 }
 
@@ -127,8 +153,7 @@ mod tests {
             service: Arc::new(service),
             stream,
             held: Vec::new(),
-            request_timeout: Some(Duration::from_millis(50)),
-            begun: None,
+            deadline: LineDeadline::new(Some(Duration::from_millis(50))),
         }
     }
 
@@ -197,7 +222,7 @@ mod tests {
         assert_eq!(c.data(b"%", &mut out).unwrap(), Next::Read);
         assert_eq!(c.data(b"H", &mut out).unwrap(), Next::Read);
         // The line began 60 ms ago, past its 50 ms deadline.
-        c.begun = Some(Instant::now() - Duration::from_millis(60));
+        c.deadline.begun = Some(Instant::now() - Duration::from_millis(60));
         let err = c.data(b"Y", &mut out).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::TimedOut);
         assert_eq!(

@@ -15,7 +15,7 @@ pub mod accounts;
 mod builtin;
 pub mod chat;
 mod config;
-mod event;
+pub(crate) mod event;
 pub mod files;
 mod time;
 

@@ -9,10 +9,10 @@
 
 use std::io;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use crate::handler::{HandlerFactory, MessageFactory, MessageHandler, Next, Opening, Output};
-use crate::request::{Request, RequestDeadline};
+use crate::request::Request;
+use crate::services::event::LineDeadline;
 
 use super::handler::{client_key, datagram_reply, too_long, ChatHandler, LINE_LIMIT};
 use super::room::{lock, Outlet, SessionId, StreamOutlet};
@@ -52,8 +52,7 @@ impl MessageFactory for ChatFactory {
             outlet,
             line: Vec::new(),
             skipping: false,
-            request_timeout: o.server().request_timeout,
-            begun: None,
+            deadline: LineDeadline::new(o.server().request_timeout),
         };
         session.outlet.send(WELCOME.as_bytes())?;
         Ok(Box::new(session))
@@ -69,20 +68,13 @@ struct StreamSession {
     line: Vec<u8>,
     /// Dropping the rest of an over-long line.
     skipping: bool,
-    /// The server's request deadline, if any.
-    request_timeout: Option<Duration>,
-    /// When the unfinished line got its first byte.
-    begun: Option<Instant>,
+    /// The unfinished line's request deadline.
+    deadline: LineDeadline,
 }
 
 impl MessageHandler for StreamSession {
     fn data(&mut self, input: &[u8], _out: &mut Output) -> io::Result<Next> {
-        if let (Some(limit), Some(begun)) = (self.request_timeout, self.begun) {
-            if begun.elapsed() >= limit {
-                let late = RequestDeadline(limit);
-                return Err(io::Error::new(io::ErrorKind::TimedOut, late));
-            }
-        }
+        self.deadline.check()?;
         let mut rest = input;
         while !rest.is_empty() {
             let end = rest.iter().position(|&b| b == b'\n');
@@ -101,10 +93,10 @@ impl MessageHandler for StreamSession {
                 }
             }
             if end.is_none() {
-                self.begun.get_or_insert_with(Instant::now);
+                self.deadline.pending();
                 break;
             }
-            self.begun = None;
+            self.deadline.finished();
             if std::mem::take(&mut self.skipping) {
                 continue; // the end of an over-long line, already answered
             }
